@@ -1,0 +1,41 @@
+"""Errors a user can cause and fix.
+
+Every error that reaches the user is a :class:`SpnasError`: one line that names the place
+(file, key path), the bad value and what is allowed. The CLI prints it and exits with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SpnasError(Exception):
+    """A user error: bad input, a missing file, an impossible request."""
+
+
+class SpaceError(SpnasError):
+    """A search-space file or an architecture that does not fit a space."""
+
+
+class LatencyTableError(SpnasError):
+    """A latency table that is malformed or does not cover a space."""
+
+
+def describe(value: Any, limit: int = 60) -> str:
+    """A short ``repr`` of a bad value for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def keypath(*parts: str | int) -> str:
+    """Join key parts the way a user reads them: ``blocks[2].search.kernel``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif out:
+            out += f".{part}"
+        else:
+            out = part
+    return out

@@ -270,6 +270,21 @@ class SpaceGraph:
     def parse(self, text: str) -> Architecture:
         return Architecture.parse(text, self)
 
+    def canonical(self, arch: Architecture) -> Architecture:
+        """The same network with each stage's skips moved to its end.
+
+        Layers after the first of a stage share one shape, so where a skip sits does not change
+        the network: ``k3e3 skip k5e6 k3e3`` and ``k3e3 k5e6 k3e3 skip`` are the same child network.
+        """
+        arch = self.validate(arch)
+        ops, start = [], 0
+        for size in self.stage_sizes:
+            stage = arch.ops[start:start + size]
+            kept = [op for op in stage if not op.is_skip]
+            ops.extend(kept + [SKIP] * (size - len(kept)))
+            start += size
+        return self.arch(ops)
+
     def largest(self) -> Architecture:
         """Every searchable layer at its largest kernel and expansion (the search's start)."""
         return self.arch(Op(l.kernels[-1], l.expansions[-1]) for l in self.searchable)

@@ -175,3 +175,27 @@ class ChildNet(nn.Module):
             else:
                 dst.load_state_dict(src.state_dict())
         return child
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches, arch: Architecture | None = None,
+                   device: torch.device | None = None) -> None:
+    """Recompute BatchNorm running statistics on ``batches`` (as SPOS does for each candidate).
+
+    Resets every BatchNorm's statistics and re-estimates them as a plain average over the batches,
+    in train mode, on ``arch``'s path (supernet) or the model's own path. Statistics accumulated
+    while the search sampled other paths do not match the chosen network; these do.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [(m.momentum, m.training) for m in bns]
+    was_training = model.training
+    model.train()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch weighs the same
+    for x, *_ in batches:
+        x = x.to(device) if device is not None else x
+        model(x) if arch is None else model(x, arch=arch)
+    for m, (momentum, training) in zip(bns, saved):
+        m.momentum = momentum
+    model.train(was_training)

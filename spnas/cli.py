@@ -1,0 +1,236 @@
+"""The ``spnas`` command line: thin wrappers over library calls.
+
+A user error (a bad file, flag or value) prints one line and exits with status 2; anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from spnas.errors import SpnasError
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse's own behaviour, kept consistent)
+        self.exit(EXIT_USER_ERROR, f"spnas: error: {message} (see '{self.prog} --help')\n")
+
+
+def _space_arg(p: argparse.ArgumentParser, default: str | None = "spnas-cifar") -> None:
+    p.add_argument("--space", default=default, required=default is None,
+                   help="registered search space name or path to a YAML file (default: %(default)s)")
+
+
+def _device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="flops", help="latency device: flops, pixel1, ... (default: %(default)s)")
+    p.add_argument("--device-table", metavar="FILE",
+                   help="a latency table file (spnas format; for pixel1 also the authors' JSON)")
+
+
+def _add_search(sub) -> None:
+    p = sub.add_parser("search", help="search an architecture", description="Search an architecture on a space, "
+                       "for a latency device, on a data set; writes a run directory.")
+    p.add_argument("--strategy", default="single-path", help="search strategy (default: %(default)s)")
+    _space_arg(p)
+    _device_args(p)
+    p.add_argument("--data", default="digits", help="data set: digits (embedded) or imagefolder:DIR (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=8, help="search epochs (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--optimizer", choices=["adam", "rmsprop", "sgd"])
+    p.add_argument("--lr", type=float, help="learning rate of the weights")
+    p.add_argument("--threshold-lr", type=float, help="learning rate of the thresholds")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--lambda", dest="lambda_", type=float, help="runtime-loss weight (default 0.02)")
+    p.add_argument("--runtime-scale", type=float, help="R is scaled by this inside log R (authors: 1e3)")
+    p.add_argument("--keep-prob", type=float, help="indicator keep probability in the warm-up (default 0.6)")
+    p.add_argument("--warmup-epochs", type=int, help="epochs of indicator dropout, runtime term off (default 5/8 of --epochs)")
+    p.add_argument("--target", type=float, help="target cost in the device's units: result <= T and within 5%% of T")
+    p.add_argument("--recipe", choices=["cpu", "authors"], help="option preset (default: cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--out", type=Path, help="run directory (default: runs/<strategy>-<space>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--accelerator", choices=["cpu", "cuda"], help="where training runs (default: cuda if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_search)
+
+
+_STRATEGY_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "threshold_lr", "weight_decay", "label_smoothing",
+                   "lambda_", "runtime_scale", "keep_prob", "warmup_epochs", "target", "recipe")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    import torch
+
+    from spnas.data import load_data
+    from spnas.device import resolve_table
+    from spnas.graph import SpaceGraph
+    from spnas.registry import get_registry
+    from spnas.runs import RunDir
+    from spnas.runtime import RuntimeModel
+    from spnas.strategy import SearchContext
+
+    strategy_cls = get_registry().get("strategy", args.strategy)
+    options = {k: getattr(args, k) for k in _STRATEGY_FLAGS if getattr(args, k, None) is not None}
+    strategy = strategy_cls.from_options(options)
+    if not 0 < args.val_fraction < 1:
+        raise SpnasError(f"--val-fraction {args.val_fraction} is not allowed; use a value in (0, 1)")
+    space = SpaceGraph.load(args.space)
+    data = load_data(args.data, space.spec.resolution, space.spec.in_chs, seed=0, val_fraction=args.val_fraction)
+    if data.num_classes != space.spec.num_classes:
+        space = SpaceGraph(dataclasses.replace(space.spec, num_classes=data.num_classes))
+    runtime = RuntimeModel(space, resolve_table(args.device, space, args.device_table))
+    accel = args.accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
+    if accel == "cuda" and not torch.cuda.is_available():
+        raise SpnasError("--accelerator cuda: no CUDA device is available; use --accelerator cpu")
+    strategy.check(space, runtime)
+    out = args.out or Path("runs") / f"{args.strategy}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = RunDir(out, resume=args.resume)
+    run.write_config({
+        "command": "search", "strategy": args.strategy, "space": args.space, "space_name": space.name,
+        "device": args.device, "device_table": args.device_table, "data": args.data,
+        "val_fraction": args.val_fraction, "seed": args.seed, "accelerator": accel,
+        "options": dataclasses.asdict(strategy.options), "table_header": runtime.table.header,
+    })
+    ctx = SearchContext(space, data, runtime, run, seed=args.seed, accelerator=torch.device(accel),
+                        resume=args.resume, progress=not args.quiet)
+    try:
+        result = strategy.search(ctx)
+    finally:
+        run.close()
+    run.write_result(result.to_dict())
+    print(f"architecture: {result.arch}")
+    print(f"predicted latency: {result.latency:.4f} {result.units} ({args.device})")
+    print(f"supernet val accuracy: {result.accuracy:.4f}")
+    print(f"params: {result.params / 1e6:.3f} M, MACs: {result.macs / 1e6:.2f} M")
+    print(f"run directory: {run.path}")
+    return 0
+
+
+def cmd_space_show(args: argparse.Namespace) -> int:
+    from spnas.arch import to_arch_def
+    from spnas.graph import SpaceGraph
+
+    space = SpaceGraph.load(args.name)
+    spec = space.spec
+    print(f"{space.name}: {spec.description}".rstrip(": "))
+    print(f"input {spec.in_chs}x{spec.resolution}x{spec.resolution}, {spec.num_classes} classes, "
+          f"width x{spec.width_multiplier:g}, dropout {spec.dropout:g}, {spec.activation}")
+    print(f"{'layer':<14}{'kind':<11}{'in':>10} -> {'out':<10}{'s':>2}  choices")
+    for l in space.layers:
+        choices = " ".join(str(op) for op in l.ops) if l.ops else "-"
+        tag = "*" if l.searchable else " "
+        print(f"{tag}{l.name:<13}{l.kind:<11}{l.in_chs:>4}x{l.in_res:<5} -> {l.out_chs:>4}x{l.out_res:<5}"
+              f"{l.stride:>2}  {choices}")
+    lo, hi = space.cost(space.smallest()), space.cost(space.largest())
+    print(f"searchable layers: {space.num_searchable} (stages of {list(space.stage_sizes)}); "
+          f"architectures: {space.size} ({float(space.size):.4g})")
+    print(f"smallest: {lo[0] / 1e6:.3f} M params, {lo[1] / 1e6:.2f} M MACs  [{space.smallest()}]")
+    print(f"largest:  {hi[0] / 1e6:.3f} M params, {hi[1] / 1e6:.2f} M MACs  [{space.largest()}]")
+    return 0
+
+
+def cmd_space_list(args: argparse.Namespace) -> int:
+    from spnas.registry import get_registry
+
+    reg = get_registry()
+    for name in reg.names("space"):
+        print(f"{name:<20}{reg.space_path(name)}")
+    return 0
+
+
+def cmd_arch(args: argparse.Namespace) -> int:
+    from spnas.arch import to_arch_def
+    from spnas.device import resolve_table
+    from spnas.graph import SpaceGraph
+    from spnas.runtime import RuntimeModel
+
+    space = SpaceGraph.load(args.space)
+    arch = space.parse(args.arch)
+    params, macs = space.cost(arch)
+    print(f"architecture: {arch}")
+    print(f"params: {params} ({params / 1e6:.3f} M), MACs: {macs} ({macs / 1e6:.2f} M)")
+    print(f"arch_def: {to_arch_def(arch, space)}")
+    if args.device:
+        runtime = RuntimeModel(space, resolve_table(args.device, space, args.device_table))
+        print(f"predicted latency: {runtime.predict(arch):.4f} {runtime.units} ({args.device})")
+    return 0
+
+
+def cmd_device_import(args: argparse.Namespace) -> int:
+    from spnas.devices.pixel1 import import_pixel1
+
+    if args.name != "pixel1":
+        raise SpnasError(f"spnas device import {args.name!r}: only pixel1 can be imported")
+    print(f"imported {args.path} -> {import_pixel1(args.path)}")
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from spnas.registry import KINDS, get_registry
+
+    reg = get_registry()
+    for kind in KINDS:
+        for name in reg.names(kind):
+            print(f"{kind:<9}{name:<18}{reg.entries[kind][name][1]}")
+    for label, error in reg.broken.items():
+        print(f"broken   {label}: {error}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from spnas import __version__
+
+    parser = _Parser(prog="spnas", description="Hardware-aware neural architecture search (Single-Path NAS).")
+    parser.add_argument("--version", action="version", version=f"spnas {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    _add_search(sub)
+    sp = sub.add_parser("space", help="inspect search spaces")
+    ssub = sp.add_subparsers(dest="space_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    ssub.required = True
+    show = ssub.add_parser("show", help="layers, shapes, choices, size and cost range of a space")
+    show.add_argument("name", help="registered space name or YAML path")
+    show.set_defaults(func=cmd_space_show)
+    ssub.add_parser("list", help="registered spaces").set_defaults(func=cmd_space_list)
+    ap = sub.add_parser("arch", help="params, MACs, timm arch_def and predicted latency of an architecture")
+    ap.add_argument("arch", help="architecture string, e.g. 'k3e3 k5e6 | skip k3e6 ...'")
+    _space_arg(ap)
+    ap.add_argument("--device", help="also predict latency on this device")
+    ap.add_argument("--device-table", metavar="FILE")
+    ap.set_defaults(func=cmd_arch)
+    dp = sub.add_parser("device", help="manage devices")
+    dsub = dp.add_subparsers(dest="device_command", metavar="SUBCOMMAND", parser_class=_Parser)
+    dsub.required = True
+    imp = dsub.add_parser("import", help="keep a user-level copy of a device's table (pixel1)")
+    imp.add_argument("name")
+    imp.add_argument("path", type=Path)
+    imp.set_defaults(func=cmd_device_import)
+    sub.add_parser("plugins", help="registered strategies, devices, spaces, data sets").set_defaults(func=cmd_plugins)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except SpnasError as exc:
+        print(f"spnas: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("spnas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

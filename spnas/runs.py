@@ -1,0 +1,151 @@
+"""Run directories: resolved config, JSONL log, atomic checkpoints, results.
+
+Every command that trains writes one::
+
+    runs/<name>/
+      config.yaml       the resolved configuration (every option, after defaults)
+      log.jsonl         one JSON record per step
+      checkpoint.pt     the latest checkpoint (atomic replace; resume with --resume)
+      result.yaml       the result, when the run has finished
+
+Checkpoints hold tensors and plain data only and are read back with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from spnas.errors import SpnasError
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never a torn one."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise SpnasError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, paths and tuples -> YAML/JSON-friendly plain data."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return _plain(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True)
+
+
+class RunDir:
+    """One run directory. ``resume=False`` refuses to overwrite a directory holding a checkpoint."""
+
+    def __init__(self, path: str | Path, resume: bool = False):
+        self.path = Path(path)
+        if self.checkpoint_path.exists() and not resume:
+            raise SpnasError(
+                f"{self.path}: already holds a run; pass --resume to continue it, or choose another --out"
+            )
+        if resume and not self.checkpoint_path.exists():
+            raise SpnasError(f"{self.path}: nothing to resume (no {self.checkpoint_path.name})")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SpnasError(f"{self.path}: cannot create run directory ({exc.strerror or exc})") from None
+        self._log = None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "log.jsonl"
+
+    def write_config(self, config: Any) -> None:
+        atomic_write_text(self.path / "config.yaml", dump_yaml(config))
+
+    def write_result(self, result: Any, name: str = "result.yaml") -> Path:
+        path = self.path / name
+        atomic_write_text(path, dump_yaml(result))
+        return path
+
+    def log(self, record: dict) -> None:
+        """Append one JSON line (flushed, so a killed run keeps every finished step)."""
+        if self._log is None:
+            try:
+                self._log = open(self.log_path, "a", encoding="utf-8")
+            except OSError as exc:
+                raise SpnasError(f"{self.log_path}: cannot write ({exc.strerror or exc})") from None
+        self._log.write(json.dumps(_plain(record)) + "\n")
+        self._log.flush()
+
+    def truncate_log(self, keep_steps: int) -> None:
+        """Drop log lines past ``keep_steps`` (the ones written after the checkpoint a resume starts from)."""
+        if not self.log_path.exists():
+            return
+        lines = self.log_path.read_text(encoding="utf-8").splitlines()
+        kept = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= keep_steps]
+        atomic_write_text(self.log_path, "".join(l + "\n" for l in kept))
+
+    def save_checkpoint(self, state: dict) -> None:
+        import io
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.checkpoint_path, buf.getvalue())
+
+    def load_checkpoint(self) -> dict:
+        return load_checkpoint(self.checkpoint_path)
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint safely (``weights_only=True``: no code runs from the file)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SpnasError(f"{path}: no such checkpoint") from None
+    except Exception as exc:  # torch raises many kinds for a corrupt or unsafe file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpnasError(f"{path}: not a valid spnas checkpoint ({first[:160]})") from None
+    if not isinstance(state, dict) or "format" not in state:
+        raise SpnasError(f"{path}: not a spnas checkpoint (no 'format' field)")
+    return state

@@ -1,0 +1,139 @@
+"""The strategy contract: what every search strategy receives and returns.
+
+A strategy is a small class registered by name (``spnas search --strategy NAME``). It is built
+from typed options (a dataclass; unknown options are refused) and run on a
+:class:`SearchContext`; it returns a frozen :class:`SearchResult`. Differentiable strategies
+(single-path) subclass :class:`DifferentiableStrategy`; sampling strategies (random, evolution,
+rl) get their own base class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+
+from spnas.arch import Architecture
+from spnas.data import DataSplit
+from spnas.errors import SpnasError
+from spnas.graph import SpaceGraph
+from spnas.runs import RunDir
+from spnas.runtime import RuntimeModel
+
+
+@dataclass
+class SearchContext:
+    """Everything a strategy needs, resolved by the caller (CLI or library)."""
+
+    space: SpaceGraph
+    data: DataSplit
+    runtime: RuntimeModel
+    run: RunDir
+    seed: int = 0
+    accelerator: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    resume: bool = False
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The outcome of one search (keyed by the architecture string)."""
+
+    strategy: str
+    space: str
+    arch: Architecture
+    latency: float
+    units: str
+    accuracy: float
+    params: int
+    macs: int
+    run_dir: Path | None
+    history: tuple[Mapping[str, Any], ...] = ()
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The content of ``result.yaml`` (history stays in log.jsonl)."""
+        return {
+            "strategy": self.strategy,
+            "space": self.space,
+            "arch": str(self.arch),
+            "ops": [str(op) for op in self.arch.ops],
+            "predicted_latency": round(self.latency, 6),
+            "units": self.units,
+            "supernet_val_accuracy": round(self.accuracy, 6),
+            "params": self.params,
+            "macs": self.macs,
+            "run_dir": str(self.run_dir) if self.run_dir else None,
+            **dict(self.details),
+        }
+
+
+class Strategy:
+    """Base class of every strategy: a name, an options dataclass, and :meth:`search`."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = object
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any]) -> "Strategy":
+        """Build from a plain mapping (CLI flags, YAML), refusing unknown option names."""
+        fields = {f.name for f in dataclasses.fields(cls.Options)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise SpnasError(
+                f"strategy {cls.name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
+            )
+        return cls(cls.Options(**values))
+
+    def check(self, space: SpaceGraph, runtime: RuntimeModel) -> None:
+        """Refuse impossible requests before anything is trained or written (e.g. an unreachable target)."""
+
+    def search(self, ctx: SearchContext) -> SearchResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class DifferentiableStrategy(Strategy):
+    """A strategy that trains the supernet's weights and architecture parameters together.
+
+    Subclasses implement the step loss and the read-out; the base owns seeding. (Single-path
+    NAS is the built-in one; a Gumbel or ProxylessNAS-style plugin would subclass this too.)
+    """
+
+
+def seed_everything(seed: int) -> None:
+    """The same seed gives the same search on CPU."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "python": list(_listify(random.getstate())),
+        "numpy": [np.random.get_state()[0], torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+                  *np.random.get_state()[2:]],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuplify(state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
+def _listify(x):
+    return [_listify(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x

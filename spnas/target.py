@@ -1,0 +1,120 @@
+"""Target-latency mode: meet ``cost <= T`` and ``cost >= 0.95 T`` without hand-tuning lambda.
+
+Two parts (see docs/superkernel.md, "Target-latency mode"):
+
+1. During the search, lambda is a dual variable: after each step,
+   ``lambda <- clip(lambda * (R / T*) ** eta, lambda_min, lambda_max)`` with ``T*`` the middle of
+   the window ``[0.95 T, T]``. Above the target lambda grows geometrically and pushes thresholds up
+   (smaller ops); below it, lambda shrinks and CE takes back what it needs.
+2. At read-out, the hard decisions may still sit just outside the window. :func:`project` returns
+   the architecture inside the window that flips the fewest and least-confident decisions: each
+   layer's ops are scored by the relative margins ``|norm - t| / norm`` of the decisions that would
+   have to change, and a multiple-choice knapsack over the table costs picks the best total score
+   (exact dynamic programming over a fine cost grid, then an exact re-check).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from spnas.arch import Architecture, Op
+from spnas.errors import SpnasError
+from spnas.runtime import RuntimeModel
+from spnas.superkernel import SuperMBConv
+
+WINDOW = 0.05  # the result must be within 5 % below the target
+
+
+@torch.no_grad()
+def decision_margins(sk: SuperMBConv) -> tuple[list[float], list[float]]:
+    """Relative margins ``(norm - t) / norm`` of a superkernel's kernel and channel decisions."""
+    w = sk.conv_dw.weight.squeeze(1)
+    g_m, mask, level = [], sk.rings[0].clone(), 1.0
+    for m in range(1, len(sk.kernels)):
+        norm = float((w * sk.rings[m]).norm())
+        g_m.append((norm - float(sk.t_kernel[m - 1])) / max(norm, 1e-12))
+        level = level * (1.0 if g_m[-1] >= 0 else 0.0)
+        mask = mask + level * sk.rings[m]
+    wk, h_m, lo = w * mask, [], 0
+    for j, hi in enumerate(sk.group_bounds):
+        norm = float(wk[lo:hi].norm())
+        h_m.append((norm - float(sk.t_expansion[j])) / max(norm, 1e-12) if (j or sk.skip) else math.inf)
+        lo = hi
+    return g_m, h_m
+
+
+def _required(sk: SuperMBConv, op: Op) -> tuple[dict[int, bool], dict[int, bool]]:
+    """The decision values that select ``op`` (decisions after the first 0 do not matter)."""
+    if op.is_skip:
+        return {}, {0: False}
+    ki, ei = sk.kernels.index(op.kernel), sk.expansions.index(op.expansion)
+    g = {m: m < ki for m in range(min(ki + 1, len(sk.kernels) - 1))}
+    h = {j: j <= ei for j in range(min(ei + 2, len(sk.expansions)))}
+    return g, h
+
+
+def op_penalties(sk: SuperMBConv, ops: Sequence[Op]) -> list[float]:
+    """How far each op is from what the thresholds chose: the summed |margin| of the flips it needs."""
+    g_m, h_m = decision_margins(sk)
+    out = []
+    for op in ops:
+        g_req, h_req = _required(sk, op)
+        cost = sum(abs(g_m[m]) for m, v in g_req.items() if (g_m[m] >= 0) != v)
+        cost += sum(abs(h_m[j]) for j, v in h_req.items() if (h_m[j] >= 0) != v)
+        out.append(cost)
+    return out
+
+
+def check_target(runtime: RuntimeModel, target: float, window: float = WINDOW) -> None:
+    """Raise a clear error when no architecture can cost between ``(1 - window) T`` and ``T``."""
+    lo_b, hi_b = runtime.bounds()
+    if target < lo_b or (1 - window) * target > hi_b:
+        raise SpnasError(
+            f"--target {target:g} {runtime.units} cannot be met: architectures of {runtime.space.name} cost "
+            f"{lo_b:.4g} to {hi_b:.4g} {runtime.units} on this device (the result must be in [0.95 T, T])"
+        )
+
+
+def project(runtime: RuntimeModel, superkernels: Sequence[SuperMBConv], target: float,
+            window: float = WINDOW, bins: int = 4000) -> tuple[Architecture, int]:
+    """The architecture with predicted cost in ``[(1 - window) T, T]`` closest to the thresholds' choice.
+
+    Returns the architecture and the number of layers whose op differs from the hard read-out.
+    Raises SpnasError when no architecture of the space can meet the window.
+    """
+    space = runtime.space
+    check_target(runtime, target, window)
+    lo_t, hi_t = (1 - window) * target, target
+    layers = space.searchable
+    const = runtime.constant
+    per_op = [[runtime.op_cost(i, op) for op in l.ops] for i, l in enumerate(layers)]
+    pens = [op_penalties(sk, l.ops) for sk, l in zip(superkernels, layers)]
+    step = (hi_t - const) / bins
+    slack = 0.5 * step * len(layers) + 1e-9  # worst-case rounding error of the grid
+    best: dict[int, tuple[float, tuple[int, ...]]] = {0: (0.0, ())}
+    for costs, pen in zip(per_op, pens):
+        nxt: dict[int, tuple[float, tuple[int, ...]]] = {}
+        for b, (score, picks) in best.items():
+            for i, (c, p) in enumerate(zip(costs, pen)):
+                nb = b + round(c / step)
+                if nb * step > hi_t - const + slack:
+                    continue
+                cand = (score + p, picks + (i,))
+                if nb not in nxt or cand[0] < nxt[nb][0]:
+                    nxt[nb] = cand
+        best = nxt
+    feasible = []
+    for score, picks in best.values():
+        ops = [l.ops[i] for l, i in zip(layers, picks)]
+        cost = runtime.predict(space.arch(ops))
+        if lo_t <= cost <= hi_t:
+            feasible.append((score, cost, ops))
+    if not feasible:
+        raise SpnasError(f"no architecture of {space.name} has a predicted cost in [{lo_t:.4g}, {hi_t:.4g}] "
+                         f"{runtime.units}; widen the target")
+    score, _, ops = min(feasible, key=lambda t: (t[0], -t[1]))
+    readout = [sk.op_of(*sk.decide(1.0)) for sk in superkernels]
+    return space.arch(ops), sum(a != b for a, b in zip(ops, readout))

@@ -1,0 +1,245 @@
+"""Single-Path NAS search (Stamoulis et al. 2019, Sec. 3.3, Eq. 9).
+
+One supernet, one optimizer: weights and thresholds are trained together on
+``CE + lambda * log(R)``, where R is the runtime model (Eq. 10-12) evaluated on the same
+indicators the forward pass used. For the first epochs of the search (5 of 8 in the authors'
+code) each indicator is kept with probability 0.6 and scaled by 1/0.6, and the runtime term is
+off. The architecture is read out of the final hard indicators.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from spnas.builder import Supernet, recalibrate_bn
+from spnas.errors import SpnasError
+from spnas.hookspecs import hookimpl
+from spnas.strategy import DifferentiableStrategy, SearchContext, SearchResult, rng_state, seed_everything, set_rng_state
+from spnas.target import WINDOW, check_target, project
+
+CHECKPOINT_FORMAT = "spnas-single-path-v1"
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+
+
+@dataclass
+class SinglePathOptions:
+    """Options of the single-path search. Defaults suit short CPU runs; ``recipe='authors'`` sets
+    the authors' values (RMSProp, label smoothing 0.1, lambda 0.02, runtime scale 1e3, wd 1e-5)."""
+
+    epochs: int = 8
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 3e-3
+    threshold_lr: float | None = 0.05  # thresholds move on the scale of the weight norms, not of weights
+    weight_decay: float = 1e-5
+    label_smoothing: float = 0.0
+    lambda_: float = 0.02
+    runtime_scale: float = 1.0  # R is multiplied by this inside the log: shifts the logged loss, not gradients
+    keep_prob: float = 0.6  # indicator dropout during the warm-up (authors: 0.6)
+    warmup_epochs: int | None = None  # default: round(5/8 of epochs), as in the authors' 8-epoch search
+    target: float | None = None
+    lambda_lr: float = 0.2  # target mode: lambda <- lambda * (R / T*) ** lambda_lr after each step
+    lambda_min: float = 1e-4
+    lambda_max: float = 1e3
+    log_every: int = 1
+    bn_batches: int = 20  # batches to recalibrate BatchNorm of the found architecture (as SPOS)
+    recipe: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.recipe == "authors":
+            self.optimizer, self.label_smoothing, self.lambda_ = "rmsprop", 0.1, 0.02
+            self.runtime_scale, self.weight_decay, self.keep_prob = 1e3, 1e-5, 0.6
+            self.lr, self.threshold_lr = 0.016 * self.batch_size / 256, None
+        elif self.recipe != "cpu":
+            raise SpnasError(f"--recipe {self.recipe!r} is not known; allowed: cpu, authors")
+        if self.optimizer not in OPTIMIZERS:
+            raise SpnasError(f"--optimizer {self.optimizer!r} is not known; allowed: {', '.join(OPTIMIZERS)}")
+        checks = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+                  ("lr", self.lr > 0, "> 0"), ("keep_prob", 0 < self.keep_prob <= 1, "in (0, 1]"),
+                  ("runtime_scale", self.runtime_scale > 0, "> 0"),
+                  ("target", self.target is None or self.target > 0, "> 0")]
+        for name, ok, allowed in checks:
+            if not ok:
+                raise SpnasError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not allowed; use {allowed}")
+
+    @property
+    def warmup(self) -> int:
+        return round(self.epochs * 5 / 8) if self.warmup_epochs is None else self.warmup_epochs
+
+
+def _make_optimizer(opts: SinglePathOptions, net: Supernet) -> torch.optim.Optimizer:
+    groups = [
+        {"params": net.weight_parameters(), "weight_decay": opts.weight_decay, "lr": opts.lr},
+        {"params": net.threshold_parameters(), "weight_decay": 0.0, "lr": opts.threshold_lr or opts.lr},
+    ]
+    if opts.optimizer == "rmsprop":  # TF-style RMSProp of the authors: decay 0.9, momentum 0.9
+        return torch.optim.RMSprop(groups, lr=opts.lr, alpha=0.9, momentum=0.9, eps=1e-3)
+    if opts.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=opts.lr, momentum=0.9, nesterov=True)
+    return torch.optim.Adam(groups, lr=opts.lr)
+
+
+@torch.no_grad()
+def evaluate(net: Supernet, loader: DataLoader, device: torch.device, arch=None) -> float:
+    """Top-1 accuracy of the supernet in threshold mode (or on ``arch``'s path), eval mode."""
+    was_training = net.training
+    net.eval()
+    correct = total = 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        correct += int((net(x, arch=arch).argmax(1) == y).sum())
+        total += len(y)
+    net.train(was_training)
+    return correct / max(total, 1)
+
+
+def update_lambda(lam: float, r: float, t_star: float, opts: SinglePathOptions) -> float:
+    """Target mode: multiplicative dual ascent, ``lambda * (R / T*) ** eta``, kept in [lambda_min, lambda_max].
+
+    Multiplicative, because the lambda that balances CE and log R spans orders of magnitude across
+    devices, data sets and run lengths; above the target it grows geometrically, below it shrinks.
+    """
+    lam = max(lam, opts.lambda_min) * (r / t_star) ** opts.lambda_lr
+    return min(opts.lambda_max, max(opts.lambda_min, lam))
+
+
+class SinglePathStrategy(DifferentiableStrategy):
+    """The differentiable single-path search (``--strategy single-path``)."""
+
+    name = "single-path"
+    Options = SinglePathOptions
+
+    def check(self, space, runtime) -> None:
+        if self.options.target is not None:
+            check_target(runtime, self.options.target)
+
+    def search(self, ctx: SearchContext) -> SearchResult:
+        opts: SinglePathOptions = self.options
+        self.check(ctx.space, ctx.runtime)
+        seed_everything(ctx.seed)
+        net = Supernet(ctx.space).to(ctx.accelerator)
+        optimizer = _make_optimizer(opts, net)
+        loader_gen = torch.Generator()
+        train = DataLoader(ctx.data.train, batch_size=opts.batch_size, shuffle=True, drop_last=True,
+                           generator=loader_gen)
+        val = DataLoader(ctx.data.val, batch_size=256)
+        if len(train) == 0:
+            raise SpnasError(f"--batch-size {opts.batch_size} is larger than the training set "
+                             f"({len(ctx.data.train)} images)")
+        total = opts.epochs * len(train)
+        cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
+        # thresholds keep their rate to the end in the cpu recipe (a short run needs every step to
+        # move them); the authors' recipe decays them with the weights
+        thr = cosine if opts.recipe == "authors" else (lambda s: 1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, [cosine, thr])
+        state = {"epoch": 0, "step": 0, "lambda": opts.lambda_}
+        if ctx.resume:
+            state = self._resume(ctx, net, optimizer, sched)
+        t_star = None if opts.target is None else opts.target * (1 - WINDOW / 2)
+        progress = _progress(ctx, total, state["step"])
+        net.train()
+        try:
+            for epoch in range(state["epoch"], opts.epochs):
+                loader_gen.manual_seed(ctx.seed * 1000 + epoch)  # the data order of an epoch survives a resume
+                warm = epoch < opts.warmup
+                for x, y in train:
+                    record = self._step(ctx, net, optimizer, x, y, warm, state, t_star)
+                    sched.step()
+                    state["step"] += 1
+                    if t_star is not None and not warm:  # dual ascent on lambda (target mode)
+                        state["lambda"] = update_lambda(state["lambda"], record["R"], t_star, opts)
+                    if state["step"] % opts.log_every == 0:
+                        ctx.run.log(record)
+                    progress.update(1)
+                    progress.set_postfix(ce=f"{record['ce']:.3f}", R=f"{record['R']:.4g}", refresh=False)
+                acc = evaluate(net, val, ctx.accelerator)
+                arch = net.read_arch()
+                ctx.run.log({"epoch": epoch + 1, "step": state["step"], "val_accuracy": acc, "arch": str(arch),
+                             "R": ctx.runtime.predict(arch)})
+                state["epoch"] = epoch + 1
+                self._checkpoint(ctx, net, optimizer, sched, state)
+        finally:
+            progress.close()
+        return self._finish(ctx, net, val, state)
+
+    def _step(self, ctx, net, optimizer, x, y, warm: bool, state: dict, t_star) -> dict[str, Any]:
+        opts: SinglePathOptions = self.options
+        x, y = x.to(ctx.accelerator, non_blocking=True), y.to(ctx.accelerator, non_blocking=True)
+        decisions = net.decide(keep_prob=opts.keep_prob if warm else 1.0)
+        ce = F.cross_entropy(net(x, decisions=decisions), y, label_smoothing=opts.label_smoothing)
+        if warm:  # runtime term off during the dropout warm-up; log the hard R of the current choice
+            loss = ce
+            with torch.no_grad():
+                r = ctx.runtime(net.decide(1.0))
+        else:
+            r = ctx.runtime(decisions)
+            loss = ce + state["lambda"] * torch.log(r * opts.runtime_scale)
+        if not torch.isfinite(loss):
+            raise SpnasError(f"the loss became {float(loss)} at step {state['step']}; lower --lr "
+                             f"(the last good checkpoint is kept in {ctx.run.path})")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        ind = [[int(v) for v in torch.cat(d).tolist()] for d in decisions] if not warm else None
+        return {"step": state["step"] + 1, "ce": float(ce.detach()), "R": float(r.detach()), "lambda": state["lambda"],
+                "lr": optimizer.param_groups[0]["lr"], "warmup": warm, "indicators": ind}
+
+    def _checkpoint(self, ctx, net, optimizer, sched, state) -> None:
+        ctx.run.save_checkpoint({
+            "format": CHECKPOINT_FORMAT, "space": ctx.space.name, "state": dict(state),
+            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(),
+            "rng": rng_state(), "options": {k: v for k, v in asdict(self.options).items()},
+        })
+
+    def _resume(self, ctx, net, optimizer, sched) -> dict:
+        ckpt = ctx.run.load_checkpoint()
+        if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("space") != ctx.space.name:
+            raise SpnasError(f"{ctx.run.checkpoint_path}: a {ckpt.get('format')} checkpoint of space "
+                             f"{ckpt.get('space')!r}; this run is {CHECKPOINT_FORMAT} on {ctx.space.name!r}")
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        ctx.run.truncate_log(ckpt["state"]["step"])
+        return dict(ckpt["state"])
+
+    def _finish(self, ctx, net: Supernet, val, state: dict) -> SearchResult:
+        opts: SinglePathOptions = self.options
+        readout = net.read_arch()
+        arch, changed = readout, 0
+        if opts.target is not None:
+            arch, changed = project(ctx.runtime, net.superkernels, opts.target)
+        bn_batches = [b for _, b in zip(range(opts.bn_batches), ctx_train_loader(ctx, opts))]
+        recalibrate_bn(net, bn_batches, arch=arch, device=ctx.accelerator)
+        acc = evaluate(net, val, ctx.accelerator, arch=arch)
+        params, macs = ctx.space.cost(arch)
+        details: dict[str, Any] = {"epochs": opts.epochs, "seed": ctx.seed, "final_lambda": state["lambda"]}
+        if opts.target is not None:
+            details.update(target=opts.target, readout_arch=str(readout),
+                           readout_latency=ctx.runtime.predict(readout), layers_changed_by_projection=changed)
+        return SearchResult(self.name, ctx.space.name, arch, ctx.runtime.predict(arch), ctx.runtime.units,
+                            acc, params, macs, ctx.run.path, details=details)
+
+
+def ctx_train_loader(ctx: SearchContext, opts: SinglePathOptions) -> DataLoader:
+    gen = torch.Generator().manual_seed(ctx.seed + 7)
+    return DataLoader(ctx.data.train, batch_size=opts.batch_size, shuffle=True, generator=gen)
+
+
+def _progress(ctx: SearchContext, total: int, done: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc="single-path", unit="step", disable=not ctx.progress,
+                dynamic_ncols=True, leave=False)
+
+
+@hookimpl
+def spnas_register_strategies(register):
+    register(SinglePathStrategy.name, SinglePathStrategy)

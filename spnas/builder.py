@@ -105,6 +105,11 @@ class Supernet(nn.Module):
         """The indicators of every searchable layer (see :meth:`SuperMBConv.decide`)."""
         return [sk.decide(keep_prob) for sk in self.superkernels]
 
+    def set_threshold_units(self, relative: bool) -> None:
+        """Absolute (the paper) or relative threshold units in every superkernel (see SuperMBConv)."""
+        for sk in self.superkernels:
+            sk.set_threshold_units(relative)
+
     @torch.no_grad()
     def read_arch(self) -> Architecture:
         """The architecture the thresholds select now (hard indicators, no dropout)."""

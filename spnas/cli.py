@@ -46,11 +46,13 @@ def _add_search(sub) -> None:
     p.add_argument("--optimizer", choices=["adam", "rmsprop", "sgd"])
     p.add_argument("--lr", type=float, help="learning rate of the weights")
     p.add_argument("--threshold-lr", type=float, help="learning rate of the thresholds")
+    p.add_argument("--threshold-units", choices=["relative", "absolute"],
+                   help="thresholds in units of each subset's initial norm (default) or absolute (the paper)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--lambda", dest="lambda_", type=float, help="runtime-loss weight (default 0.02)")
-    p.add_argument("--runtime-scale", type=float, help="R is scaled by this inside log R (authors: 1e3)")
-    p.add_argument("--keep-prob", type=float, help="indicator keep probability in the warm-up (default 0.6)")
+    p.add_argument("--lambda-scale", type=float, help="multiplies lambda, as the authors' 1e3 (default 1e3)")
+    p.add_argument("--keep-prob", type=float, help="indicator keep probability in the warm-up (default 0.9; authors 0.6)")
     p.add_argument("--warmup-epochs", type=int, help="epochs of indicator dropout, runtime term off (default 5/8 of --epochs)")
     p.add_argument("--target", type=float, help="target cost in the device's units: result <= T and within 5%% of T")
     p.add_argument("--recipe", choices=["cpu", "authors"], help="option preset (default: cpu)")
@@ -63,8 +65,8 @@ def _add_search(sub) -> None:
     p.set_defaults(func=cmd_search)
 
 
-_STRATEGY_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "threshold_lr", "weight_decay", "label_smoothing",
-                   "lambda_", "runtime_scale", "keep_prob", "warmup_epochs", "target", "recipe")
+_STRATEGY_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "threshold_lr", "threshold_units", "weight_decay", "label_smoothing",
+                   "lambda_", "lambda_scale", "keep_prob", "warmup_epochs", "target", "recipe")
 
 
 def cmd_search(args: argparse.Namespace) -> int:

@@ -29,11 +29,15 @@ zero). With hard indicators the layer equals the standalone MBConv of the chosen
 
 from __future__ import annotations
 
+import math
+import struct
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from spnas.arch import Op
 
@@ -49,8 +53,8 @@ class _HardSigmoidSTE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        s = torch.sigmoid(x)
-        return grad * s * (1 - s)
+        z = torch.exp(-x.abs())  # s (1 - s) = z / (1 + z)^2: no cancellation in 1 - s for large |x|
+        return grad * z / (1 + z) ** 2
 
 
 def indicator(x: Tensor) -> Tensor:
@@ -68,17 +72,197 @@ def _act_fn(name: str):
 
 def _bn(module: nn.BatchNorm2d, x: Tensor, n: int | None = None, weight: Tensor | None = None,
         bias: Tensor | None = None) -> Tensor:
-    """BatchNorm over the first ``n`` channels of ``module`` (running stats updated in place)."""
-    sl = slice(None) if n is None else slice(0, n)
+    """BatchNorm over the first ``n`` channels of ``module``, exactly as ``module`` itself would run.
+
+    Running statistics of those channels are updated in place; ``momentum=None`` means a cumulative
+    average (used by BatchNorm recalibration), as in ``nn.BatchNorm2d``.
+    """
+    def part(t: Tensor | None) -> Tensor | None:  # no slicing op where every channel is used
+        return t if n is None or t is None else t[:n]
+
     training = module.training or module.running_mean is None
+    factor = 0.0
+    if module.training and module.track_running_stats:
+        module.num_batches_tracked.add_(1)
+        factor = 1.0 / float(module.num_batches_tracked) if module.momentum is None else module.momentum
     return F.batch_norm(
-        x,
-        None if module.running_mean is None else module.running_mean[sl],
-        None if module.running_var is None else module.running_var[sl],
-        module.weight[sl] if weight is None else weight,
-        module.bias[sl] if bias is None else bias,
-        training, module.momentum if module.momentum is not None else 0.1, module.eps,
+        x, part(module.running_mean), part(module.running_var),
+        part(module.weight) if weight is None else weight,
+        part(module.bias) if bias is None else bias,
+        training, factor, module.eps,
     )
+
+
+# --- threshold mode on the CPU: one autograd node per layer --------------------------------------
+# What a threshold-mode step costs beyond the plain MBConv is the number of small ops on tiny
+# tensors (norms, indicators, masks): each costs microseconds forward and backward whatever its
+# size (docs/performance.md). As autograd ops, decisions and masks are ~20 nodes and ~100 ops per
+# layer (SuperMBConv._decide_graph, kept for accelerators and other dtypes). On the CPU they are one
+# node, _ThresholdStep: the squared depthwise weights summed per (channel group, ring) block, a few
+# Python floats per layer for Eq. 2-3, and a backward pass that is the chain rule of the same
+# formulas, written out. Values are those of the graph; gradients equal it to float rounding.
+
+
+def _sigmoid_slope(x: float) -> float:
+    """``s (1 - s)`` with ``s = sigmoid(x)``: the indicator's straight-through gradient, as
+    :class:`_HardSigmoidSTE` computes it."""
+    z = math.exp(-abs(x))
+    return z / (1.0 + z) ** 2
+
+
+def _float32(x: float) -> float:
+    return struct.unpack("f", struct.pack("f", x))[0]
+
+
+def _chain(factors: list[float], rounding) -> list[float]:
+    """``[1, f_1, f_1 f_2, ...]``, rounded as the weights' dtype would after every product."""
+    out = [1.0]
+    for f in factors:
+        out.append(rounding(out[-1] * f))
+    return out
+
+
+def _chain_grad(factors: list[float], levels: list[float], d_levels: list[float]) -> list[float]:
+    """Gradient of :func:`_chain` with respect to its factors (zeros included)."""
+    grads, acc = [0.0] * len(factors), 0.0
+    for i in range(len(factors), 0, -1):
+        acc += d_levels[i]
+        grads[i - 1] = acc * levels[i - 1]
+        acc *= factors[i - 1]
+    return grads
+
+
+@dataclass
+class _Values:
+    """The per-layer numbers of Eq. 2-3, kept for the backward pass."""
+
+    blocks: list[list[float]]  # sum of w^2 over channel group j (rows) x ring r (columns)
+    ring_norm: list[float]  # rings 1.. (those with a decision)
+    a: list[float]  # ring_norm - t_k
+    g: list[float]
+    levels: list[float]  # rings 0..: 1, g_1, g_1 g_2, ...
+    group_norm: list[float]  # groups with a decision, of w_k = w * mask
+    b: list[float]  # group_norm - t_e
+    h: list[float]
+    h_levels: list[float]  # groups 0..: 1, h_1, h_1 h_2, ...
+    keep: list[float] | None
+    keep_prob: float
+
+
+def _decide_values(blocks: list[list[float]], t_k: list[float], t_e: list[float], skip: bool,
+                   keep: Tensor | None, keep_prob: float, w: Tensor) -> tuple[_Values, Tensor]:
+    """Eq. 2-3 from the block sums of ``w^2``: the numbers, and ``g`` as a tensor."""
+    n_g, first = len(t_k), 0 if skip else 1
+    keep_ = keep.tolist() if keep is not None else None
+    ring_norm = [math.sqrt(sum(row[m] for row in blocks)) for m in range(1, n_g + 1)]
+    a = [n - t for n, t in zip(ring_norm, t_k)]
+    g = [1.0 if x >= 0 else 0.0 for x in a]
+    g_t = w.new_tensor(g)
+    if keep is not None:  # kernel decisions are rescaled (see decide); tensor ops round as before
+        g_t = g_t * keep[:n_g] / keep_prob
+        g = g_t.tolist()
+    levels = _chain(g, _float32 if w.dtype == torch.float32 else float)
+    group_norm = [math.sqrt(sum(x * lv * lv for x, lv in zip(blocks[j], levels))) for j in range(first, len(blocks))]
+    b = [n - t for n, t in zip(group_norm, t_e[first:])]
+    h = [1.0] * first + [(1.0 if x >= 0 else 0.0) * (keep_[n_g + i] if keep_ else 1.0) for i, x in enumerate(b)]
+    v = _Values(blocks, ring_norm, a, g, levels, group_norm, b, h, _chain(h[1:], float), keep_, keep_prob)
+    return v, g_t
+
+
+def _decide_grads(v: _Values, d_g: list[float], d_h: list[float], d_levels: list[float],
+                  d_h_levels: list[float]) -> tuple[list[list[float]], list[float], list[float]]:
+    """Backward of :func:`_decide_values`: the coefficient of ``w`` in dL/dw on each (group, ring)
+    block, dL/dt_k and dL/dt_e, from dL/d of g, h, the ring levels and the group levels."""
+    n_g, n_e = len(v.g), len(v.h)
+    d_h = [x + y for x, y in zip(d_h, [0.0] + _chain_grad(v.h[1:], v.h_levels, d_h_levels))]
+    first = n_e - len(v.b)
+    keep_g, keep_h = (v.keep[:n_g], v.keep[n_g:]) if v.keep else ([1.0] * n_g, [1.0] * len(v.b))
+    d_te, r = [0.0] * n_e, [0.0] * n_e
+    for i, j in enumerate(range(first, n_e)):  # group norms: d n_j / d w = w mask^2 / n_j
+        d_b = d_h[j] * keep_h[i] * _sigmoid_slope(v.b[i])
+        d_te[j] = -d_b
+        r[j] = d_b / v.group_norm[i] if v.group_norm[i] else 0.0
+    d_levels = [d + sum(r[j] * v.blocks[j][m] for j in range(n_e)) * lv
+                for m, (d, lv) in enumerate(zip(d_levels, v.levels))]
+    d_g = [x + y for x, y in zip(d_g, _chain_grad(v.g, v.levels, d_levels))]
+    d_tk, q = [], [0.0]
+    for m in range(n_g):  # ring norms: d n_m / d w = w / n_m on ring m
+        d_a = (d_g[m] / v.keep_prob * keep_g[m] if v.keep else d_g[m]) * _sigmoid_slope(v.a[m])
+        d_tk.append(-d_a)
+        q.append(d_a / v.ring_norm[m] if v.ring_norm[m] else 0.0)
+    coef = [[r[j] * lv * lv + q[m] for m, lv in enumerate(v.levels)] for j in range(n_e)]
+    return coef, d_tk, d_te
+
+
+class _ThresholdStep(torch.autograd.Function):
+    """``(w_dw, w_pwl, bn3 affine, t_k, t_e) -> (g, h, masked weights)`` for one superkernel.
+
+    BN3's affine is None where the layer cannot be skipped. Outputs: the decisions, the depthwise
+    weights masked to the chosen kernel, the projection masked to the chosen channel groups and,
+    with skip, BN3's affine times ``h_0`` (see :meth:`SuperMBConv._masked_weights`). A mask of
+    ones returns its weights as they are (autograd makes them a view), saving two products. No
+    matrix products: on tiny operands BLAS may start threads, which stalls on a busy machine.
+    """
+
+    @staticmethod
+    def forward(ctx, w_dw, w_pwl, bn_w, bn_b, t_k, t_e, sk, keep, keep_prob):  # type: ignore[override]
+        mid, rings = w_dw.shape[0], sk._ring_positions
+        per_group = (w_dw.view(1, mid, -1).square() * sk._buffers["_group_onehot"]).sum(1).tolist()
+        blocks = [[sum(map(row.__getitem__, ring)) for ring in rings] for row in per_group]
+        units = sk._buffers["t_kernel_unit"].tolist(), sk._buffers["t_expansion_unit"].tolist()
+        rounding = _float32 if w_dw.dtype == torch.float32 else float
+        t_k_, t_e_ = ([rounding(t * u) for t, u in zip(ts.tolist(), us)] for ts, us in zip((t_k, t_e), units))
+        v, g = _decide_values(blocks, t_k_, t_e_, sk.skip, keep, keep_prob, w_dw)
+        mask = chan = None
+        if any(lv != 1.0 for lv in v.levels + v.h_levels):
+            mask = w_dw.new_tensor([v.levels[r] for r in sk._ring_of_position]).view(w_dw.shape[2:])
+            chan = w_dw.new_tensor(v.h_levels)[sk._buffers["group_of_channel"]].view(mid, 1, 1)
+        out = (g, w_dw.new_tensor(v.h), w_dw if mask is None else w_dw * mask, w_pwl if chan is None else w_pwl * chan)
+        if bn_w is not None:
+            out += (bn_w, bn_b) if v.h[0] == 1.0 else (bn_w * v.h[0], bn_b * v.h[0])
+        ctx.save_for_backward(w_dw, w_pwl, bn_w, bn_b)
+        ctx.sk, ctx.v, ctx.mask, ctx.chan, ctx.units = sk, v, mask, chan, units
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_g, d_h, d_dw, d_pwl, *d_bn):  # type: ignore[override]
+        (w_dw, w_pwl, bn_w, bn_b), sk, v = ctx.saved_tensors, ctx.sk, ctx.v
+        mid, n_e = w_dw.shape[0], len(v.h)
+        groups = sk._buffers["group_of_channel"]
+        per_pos = (d_dw * w_dw).reshape(mid, -1).sum(0)  # dL/d mask
+        per_group = torch.bincount(groups, (d_pwl * w_pwl).reshape(-1, mid).sum(0), n_e)  # dL/d group levels
+        parts = [d_g, d_h, per_pos, per_group]
+        if d_bn:  # h_0 gates BN3's affine
+            parts.append(torch.addcmul(d_bn[0] * bn_w, d_bn[1], bn_b).sum().view(1))
+        flat = torch.cat(parts).tolist()
+        n_g, n_p = len(v.g), per_pos.shape[0]
+        d_h_ = flat[n_g:n_g + n_e]
+        d_h_[0] += flat[-1] if d_bn else 0.0
+        pos = flat[n_g + n_e:n_g + n_e + n_p]
+        d_levels = [sum(map(pos.__getitem__, ring)) for ring in sk._ring_positions]
+        coef, d_tk, d_te = _decide_grads(v, flat[:n_g], d_h_, d_levels, flat[n_g + n_e + n_p:n_g + 2 * n_e + n_p])
+        d_tk, d_te = ([d * u for d, u in zip(ds, us)] for ds, us in zip((d_tk, d_te), ctx.units))
+        rows = w_dw.new_tensor([[c[r] for r in sk._ring_of_position] for c in coef])  # (groups, K*K)
+        d_w_dw = torch.addcmul(d_dw if ctx.mask is None else d_dw * ctx.mask, w_dw, rows[groups].view_as(w_dw))
+        d_bn_w = d_bn_b = None
+        if d_bn:
+            d_bn_w, d_bn_b = (d_bn[0], d_bn[1]) if v.h[0] == 1.0 else (d_bn[0] * v.h[0], d_bn[1] * v.h[0])
+        return (d_w_dw, d_pwl if ctx.chan is None else d_pwl * ctx.chan, d_bn_w, d_bn_b,
+                w_dw.new_tensor(d_tk) if d_tk else None, w_dw.new_tensor(d_te) if v.b else None, None, None, None)
+
+
+class _Decision(tuple):
+    """``(g, h)`` from :meth:`SuperMBConv.decide`, carrying the masked weights computed with them.
+
+    The forward pass uses those weights while they still hold: same layer, weights not changed
+    in place since, and computed with gradients if gradients are wanted now.
+    """
+
+    masked: tuple[Tensor, ...] = ()
+    owner: "SuperMBConv | None" = None
+    versions: tuple[int, ...] = ()
+    with_grad: bool = False
 
 
 class MBConv(nn.Module):
@@ -151,6 +335,10 @@ class SuperMBConv(nn.Module):
         # zeros: every norm is >= 0, so the search starts from the largest op (authors' init)
         self.t_kernel = nn.Parameter(torch.zeros(len(kernels) - 1))
         self.t_expansion = nn.Parameter(torch.zeros(len(expansions)))
+        # threshold units: a threshold compares as t * unit (1: the paper's absolute norm units;
+        # see set_threshold_units and docs/superkernel.md, "Threshold units")
+        self.register_buffer("t_kernel_unit", torch.ones(len(kernels) - 1))
+        self.register_buffer("t_expansion_unit", torch.ones(len(expansions)))
         squares = torch.zeros(len(kernels), k_max, k_max)
         for i, k in enumerate(kernels):
             o = (k_max - k) // 2
@@ -160,47 +348,115 @@ class SuperMBConv(nn.Module):
         self.register_buffer("rings", rings, persistent=False)  # rings[0] is the smallest kernel
         bounds = [in_chs * e for e in expansions]
         self.group_bounds = tuple(bounds)
-        self.register_buffer(
-            "group_of_channel",
-            torch.bucketize(torch.arange(mid), torch.tensor(bounds), right=True),
-            persistent=False,
-        )
+        group = torch.bucketize(torch.arange(mid), torch.tensor(bounds), right=True)
+        self.register_buffer("group_of_channel", group, persistent=False)
+        self._register_selectors(rings, group)
+
+    def _register_selectors(self, rings: Tensor, group: Tensor) -> None:
+        """Which ring each kernel position lies in, and which group each channel (one-hot too), in
+        the forms threshold mode indexes and multiplies with. A position lies in one ring and a
+        channel in one group, so the masks built from them are exact."""
+        ring_of_position = rings.reshape(rings.shape[0], -1).argmax(0)  # (K*K,); ring 0: smallest kernel
+        self._ring_of_position = ring_of_position.tolist()
+        self._ring_positions = [tuple(torch.nonzero(ring_of_position == r).flatten().tolist())
+                                for r in range(rings.shape[0])]
+        onehot = (group[None] == torch.arange(len(self.expansions))[:, None]).to(rings.dtype)  # (groups, mid)
+        self.register_buffer("_ring_index", ring_of_position, persistent=False)
+        self.register_buffer("_group_onehot", onehot[:, :, None].contiguous(), persistent=False)
 
     # --- decisions ------------------------------------------------------------------------
     def decide(self, keep_prob: float = 1.0) -> tuple[Tensor, Tensor]:
         """The indicators ``(g, h)`` of Eq. 2-3 from the current weights and thresholds.
 
-        ``keep_prob < 1`` applies indicator dropout (each kept with that probability and scaled by
-        ``1 / keep_prob``, as in the authors' warm-up); ``h[0]`` stays 1 where skip is not allowed.
+        ``keep_prob < 1`` applies the authors' indicator dropout (warm-up): each decision is kept
+        with probability ``keep_prob``. Kept kernel decisions are scaled by ``1 / keep_prob``, kept
+        channel and skip decisions are not: in the authors' code every indicator scales depthwise
+        weights that a BatchNorm follows, which cancels the scale of whole channels (channel and
+        skip decisions) and keeps it only for the outer kernel ring relative to the centre. Here
+        the channel and skip decisions act after that BatchNorm, so the same effect needs no scale.
+        ``h[0]`` stays 1 where skip is not allowed.
         """
-        w = self.conv_dw.weight.squeeze(1)  # (mid, K, K)
-        g = []
-        mask = self.rings[0]
-        level = None
-        for m in range(1, len(self.kernels)):
-            norm = (w * self.rings[m]).norm()
-            gm = self._drop(indicator(norm - self.t_kernel[m - 1]), keep_prob)
-            g.append(gm)
-            level = gm if level is None else level * gm
-            mask = mask + level * self.rings[m]
-        wk = w * mask
-        h = []
-        lo = 0
-        for j, hi in enumerate(self.group_bounds):
-            if j == 0 and not self.skip:
-                h.append(torch.ones((), dtype=w.dtype, device=w.device))
-            else:
-                norm = wk[lo:hi].norm()
-                h.append(self._drop(indicator(norm - self.t_expansion[j]), keep_prob))
-            lo = hi
-        g_t = torch.stack(g) if g else w.new_zeros(0)
-        return g_t, torch.stack(h)
+        w = self.conv_dw.weight
+        keep = self._keep(keep_prob, w)
+        if w.device.type != "cpu" or w.dtype not in (torch.float32, torch.float64):
+            return self._decide_graph(keep, keep_prob)  # no host round trips on accelerators
+        w_pwl, bn_w, bn_b = self.conv_pwl.weight, self.bn3.weight, self.bn3.bias
+        out = _ThresholdStep.apply(w, w_pwl, bn_w if self.skip else None, bn_b if self.skip else None,
+                                   self.t_kernel, self.t_expansion, self, keep, keep_prob)
+        decision = _Decision(out[:2])
+        decision.masked, decision.owner, decision.with_grad = out[2:], self, torch.is_grad_enabled()
+        decision.versions = (w._version, w_pwl._version, bn_w._version, bn_b._version)
+        return decision
 
-    def _drop(self, ind: Tensor, keep_prob: float) -> Tensor:
+    def _decide_graph(self, keep: Tensor | None, keep_prob: float) -> tuple[Tensor, Tensor]:
+        """:meth:`decide` as autograd ops (any device or dtype); :class:`_ThresholdStep` on the CPU."""
+        w = self.conv_dw.weight
+        n_g, first = len(self.kernels) - 1, 0 if self.skip else 1
+        g = w.new_zeros(0)
+        if n_g:  # Eq. 2, every ring at once: ||w * ring_m|| over all channels
+            norms = torch.linalg.vector_norm(w * self.rings[1:, None, None], dim=(1, 2, 3, 4))
+            g = indicator(norms - self.thresholds()[0])
+            if keep is not None:
+                g = g * keep[:n_g] / keep_prob
+        if first == len(self.expansions):  # one ratio and no skip: nothing to decide
+            return g, w.new_ones(1)
+        # Eq. 3, every group at once, on the kernel already chosen: ||w_k[group_j]||
+        wk = w * self._kernel_mask(g)
+        norms = torch.linalg.vector_norm(wk * self._group_onehot[first:, :, :, None, None], dim=(1, 2, 3, 4))
+        h = indicator(norms - self.thresholds()[1][first:])
+        if keep is not None:
+            h = h * keep[n_g:]
+        return g, torch.cat([h.new_ones(1), h]) if first else h
+
+    def thresholds(self) -> tuple[Tensor, Tensor]:
+        """The thresholds in norm units: ``t_kernel * unit`` and ``t_expansion * unit``."""
+        return self.t_kernel * self.t_kernel_unit, self.t_expansion * self.t_expansion_unit
+
+    @torch.no_grad()
+    def subset_norms(self) -> tuple[Tensor, Tensor]:
+        """The norms the decisions compare: every kernel ring, then every channel group on the
+        kernel the current thresholds choose (group 0 included, even where skip is not allowed)."""
+        w = self.conv_dw.weight
+        ring = torch.linalg.vector_norm(w * self.rings[1:, None, None], dim=(1, 2, 3, 4))
+        g = (ring - self.thresholds()[0] >= 0).to(w.dtype)
+        wk = w * self._kernel_mask(g)
+        group = torch.linalg.vector_norm(wk * self._group_onehot[:, :, :, None, None], dim=(1, 2, 3, 4))
+        return ring, group
+
+    @torch.no_grad()
+    def set_threshold_units(self, relative: bool) -> None:
+        """Measure thresholds in absolute norm units (the paper) or in units of each subset's norm now.
+
+        Relative units keep the decision ``||w_subset|| >= t * unit`` (still a norm against a
+        threshold) but make ``t = 1`` mean "the norm this subset has at the start" in every layer,
+        so a short run can move a threshold across a decision in a few dozen optimizer steps
+        whatever the layer's width. Call it once, before training; the units are saved with the model.
+        """
+        self.t_kernel_unit.fill_(1.0)
+        self.t_expansion_unit.fill_(1.0)
+        if relative:
+            ring, group = self.subset_norms()
+            self.t_kernel_unit.copy_(ring.clamp_min(1e-12))
+            self.t_expansion_unit.copy_(group.clamp_min(1e-12))
+
+    def _keep(self, keep_prob: float, like: Tensor) -> Tensor | None:
+        """0/1 dropout draws for every decision that has a threshold (kernel ones first), or None.
+
+        One draw of n values gives the same random stream as n scalar draws in that order.
+        """
         if keep_prob >= 1.0 or not self.training:
-            return ind
-        keep = (torch.rand((), device=ind.device) < keep_prob).to(ind.dtype)
-        return ind * keep / keep_prob
+            return None
+        n = len(self.kernels) - 1 + len(self.expansions) - (0 if self.skip else 1)
+        return (torch.rand(n, device=like.device) < keep_prob).to(like.dtype)
+
+    def _kernel_mask(self, g: Tensor) -> Tensor:
+        """(K, K): ``rings[0] + g_1 rings[1] + g_1 g_2 rings[2] + ...``."""
+        k = self.kernels[-1]
+        return torch.cat([g.new_ones(1), g.cumprod(0)])[self._ring_index].view(k, k)
+
+    def _channel_mask(self, h: Tensor) -> Tensor:
+        """(mid, 1, 1): group j >= 1 is used when ``h_1 ... h_j`` are all 1; group 0 always."""
+        return torch.cat([h.new_ones(1), h[1:].cumprod(0)])[self.group_of_channel].view(-1, 1, 1)
 
     def op_of(self, g: Tensor, h: Tensor) -> Op:
         """The op selected by hard indicators."""
@@ -230,28 +486,42 @@ class SuperMBConv(nn.Module):
     def forward(self, x: Tensor, op: Op | None = None, decision: tuple[Tensor, Tensor] | None = None) -> Tensor:
         if op is not None:
             return self.forward_op(x, op)
-        g, h = decision if decision is not None else self.decide()
-        return self.forward_masked(x, g, h)
+        if decision is None:
+            decision = self.decide()
+        masked = self._prepared(decision)
+        return self._run_masked(x, masked if masked is not None else self._masked_weights(*decision))
 
     def forward_masked(self, x: Tensor, g: Tensor, h: Tensor) -> Tensor:
         """The whole superkernel, masked by indicators (threshold mode)."""
+        return self._run_masked(x, self._masked_weights(g, h))
+
+    def _masked_weights(self, g: Tensor, h: Tensor) -> tuple[Tensor, ...]:
+        """The depthwise weights masked to the chosen kernel, the projection's input channels to the
+        chosen groups (exactly masking the activations, without storing a second one) and, with
+        skip, BN3's affine times ``h_0``: a skipped branch must be exactly zero, not BN3's shift."""
+        out = (self.conv_dw.weight * self._kernel_mask(g), self.conv_pwl.weight * self._channel_mask(h))
+        if self.skip:
+            out += (self.bn3.weight * h[0], self.bn3.bias * h[0])
+        return out
+
+    def _prepared(self, decision: tuple[Tensor, Tensor]) -> tuple[Tensor, ...] | None:
+        """The masked weights :meth:`decide` computed with ``decision``, if they still hold."""
+        if type(decision) is not _Decision or decision.owner is not self:
+            return None
+        if torch.is_grad_enabled() and not decision.with_grad:
+            return None
+        params = (self.conv_dw.weight, self.conv_pwl.weight, self.bn3.weight, self.bn3.bias)
+        return decision.masked if decision.versions == tuple(p._version for p in params) else None
+
+    def _run_masked(self, x: Tensor, masked: tuple[Tensor, ...]) -> Tensor:
+        """The superkernel on masked weights. Functional BatchNorm as :func:`_bn` runs it (exactly
+        as the modules would), without the module calls: this runs for every layer and step."""
         act = _act_fn(self.act_name)
-        mask = self.rings[0]
-        level = None
-        for m in range(1, len(self.kernels)):
-            level = g[m - 1] if level is None else level * g[m - 1]
-            mask = mask + level * self.rings[m]
-        w_dw = self.conv_dw.weight * mask
-        # channel group j is used when h_1 ... h_j are all 1 (group 0 always; h_0 gates the branch)
-        levels = torch.cumprod(torch.cat([h.new_ones(1), h[1:]]), 0)
-        w_pwl = self.conv_pwl.weight * levels[self.group_of_channel].view(1, -1, 1, 1)
-        y = act(self.bn1(self.conv_pw(x)), inplace=True)
-        y = act(self.bn2(F.conv2d(y, w_dw, None, self.stride, self.conv_dw.padding, 1, self.mid)), inplace=True)
-        y = F.conv2d(y, w_pwl)
-        if self.skip:  # a skipped branch must be exactly zero: gate BN3's affine, not only its input
-            y = _bn(self.bn3, y, weight=self.bn3.weight * h[0], bias=self.bn3.bias * h[0])
-        else:
-            y = self.bn3(y)
+        y = act(_bn(self.bn1, F.conv2d(x, self.conv_pw.weight)), inplace=True)
+        y = act(_bn(self.bn2, F.conv2d(y, masked[0], None, self.stride, self.conv_dw.padding, 1, self.mid)),
+                inplace=True)
+        y = F.conv2d(y, masked[1])
+        y = _bn(self.bn3, y, weight=masked[2], bias=masked[3]) if self.skip else _bn(self.bn3, y)
         return x + y if self.has_residual else y
 
     def forward_op(self, x: Tensor, op: Op) -> Tensor:

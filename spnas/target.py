@@ -30,19 +30,15 @@ WINDOW = 0.05  # the result must be within 5 % below the target
 
 @torch.no_grad()
 def decision_margins(sk: SuperMBConv) -> tuple[list[float], list[float]]:
-    """Relative margins ``(norm - t) / norm`` of a superkernel's kernel and channel decisions."""
-    w = sk.conv_dw.weight.squeeze(1)
-    g_m, mask, level = [], sk.rings[0].clone(), 1.0
-    for m in range(1, len(sk.kernels)):
-        norm = float((w * sk.rings[m]).norm())
-        g_m.append((norm - float(sk.t_kernel[m - 1])) / max(norm, 1e-12))
-        level = level * (1.0 if g_m[-1] >= 0 else 0.0)
-        mask = mask + level * sk.rings[m]
-    wk, h_m, lo = w * mask, [], 0
-    for j, hi in enumerate(sk.group_bounds):
-        norm = float(wk[lo:hi].norm())
-        h_m.append((norm - float(sk.t_expansion[j])) / max(norm, 1e-12) if (j or sk.skip) else math.inf)
-        lo = hi
+    """Relative margins ``(norm - t) / norm`` of a superkernel's kernel and channel decisions.
+
+    ``inf`` for a channel decision that does not exist (group 0 of a layer that cannot be skipped).
+    """
+    ring, group = sk.subset_norms()
+    t_k, t_e = sk.thresholds()
+    g_m = [float((n - t) / n.clamp_min(1e-12)) for n, t in zip(ring, t_k)]
+    h_m = [float((n - t) / n.clamp_min(1e-12)) if (j or sk.skip) else math.inf
+           for j, (n, t) in enumerate(zip(group, t_e))]
     return g_m, h_m
 
 

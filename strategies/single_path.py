@@ -30,59 +30,75 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd")
 
 @dataclass
 class SinglePathOptions:
-    """Options of the single-path search. Defaults suit short CPU runs; ``recipe='authors'`` sets
-    the authors' values (RMSProp, label smoothing 0.1, lambda 0.02, runtime scale 1e3, wd 1e-5)."""
+    """Options of the single-path search.
+
+    The loss is ``CE + lambda * lambda_scale * log(R)``: the authors' code multiplies lambda (0.02)
+    by 1e3 (``runtime_lambda * 1e3 * tf.log(runtime_val)`` in their ``search_main.py``), so log R
+    weighs 20. Defaults suit short CPU runs; ``recipe='authors'`` fills in the authors' values
+    for every option not given explicitly (see :data:`AUTHORS_RECIPE`).
+    """
 
     epochs: int = 8
     batch_size: int = 64
     optimizer: str = "adam"
-    lr: float = 3e-3
-    threshold_lr: float | None = 0.05  # thresholds move on the scale of the weight norms, not of weights
+    lr: float = 1e-2
+    threshold_lr: float | None = 0.05  # None: the weights' rate
+    threshold_units: str = "relative"  # or "absolute" (the paper); see docs/superkernel.md
     weight_decay: float = 1e-5
+    threshold_weight_decay: float = 0.0  # the authors' L2 covers thresholds too (1e-5)
     label_smoothing: float = 0.0
     lambda_: float = 0.02
-    runtime_scale: float = 1.0  # R is multiplied by this inside the log: shifts the logged loss, not gradients
-    keep_prob: float = 0.6  # indicator dropout during the warm-up (authors: 0.6)
+    lambda_scale: float = 1e3  # multiplies lambda, as in the authors' code
+    keep_prob: float = 0.9  # indicator dropout during the warm-up (authors: 0.6)
     warmup_epochs: int | None = None  # default: round(5/8 of epochs), as in the authors' 8-epoch search
     target: float | None = None
-    lambda_lr: float = 0.2  # target mode: lambda <- lambda * (R / T*) ** lambda_lr after each step
-    lambda_min: float = 1e-4
-    lambda_max: float = 1e3
     log_every: int = 1
     bn_batches: int = 20  # batches to recalibrate BatchNorm of the found architecture (as SPOS)
     recipe: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.recipe == "authors":
-            self.optimizer, self.label_smoothing, self.lambda_ = "rmsprop", 0.1, 0.02
-            self.runtime_scale, self.weight_decay, self.keep_prob = 1e3, 1e-5, 0.6
-            self.lr, self.threshold_lr = 0.016 * self.batch_size / 256, None
-        elif self.recipe != "cpu":
+        if self.recipe not in ("cpu", "authors"):
             raise SpnasError(f"--recipe {self.recipe!r} is not known; allowed: cpu, authors")
+        if self.threshold_units not in ("relative", "absolute"):
+            raise SpnasError(f"--threshold-units {self.threshold_units!r} is not known; allowed: relative, absolute")
         if self.optimizer not in OPTIMIZERS:
             raise SpnasError(f"--optimizer {self.optimizer!r} is not known; allowed: {', '.join(OPTIMIZERS)}")
         checks = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                   ("lr", self.lr > 0, "> 0"), ("keep_prob", 0 < self.keep_prob <= 1, "in (0, 1]"),
-                  ("runtime_scale", self.runtime_scale > 0, "> 0"),
-                  ("target", self.target is None or self.target > 0, "> 0")]
+                  ("lambda_scale", self.lambda_scale > 0, "> 0"), ("lambda_", self.lambda_ >= 0, ">= 0"),
+                  ("target", self.target is None or self.target > 0, "> 0"),
+                  ("warmup_epochs", self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
+                   f"in [0, --epochs {self.epochs}]")]
         for name, ok, allowed in checks:
             if not ok:
-                raise SpnasError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not allowed; use {allowed}")
+                flag = name.rstrip("_").replace("_", "-")
+                raise SpnasError(f"--{flag} {getattr(self, name)!r} is not allowed; use {allowed}")
 
     @property
     def warmup(self) -> int:
         return round(self.epochs * 5 / 8) if self.warmup_epochs is None else self.warmup_epochs
 
 
+#: the authors' search recipe (their search_main.py and README): RMSProp (decay 0.9, momentum 0.9),
+#: lr 0.016 per 256 images, label smoothing 0.1, L2 1e-5 on every weight and threshold, lambda 0.02
+#: times 1e3, indicator keep probability 0.6 for the first 5/8 of the search, runtime term off meanwhile
+AUTHORS_RECIPE = {"optimizer": "rmsprop", "label_smoothing": 0.1, "lambda_": 0.02, "lambda_scale": 1e3,
+                  "weight_decay": 1e-5, "threshold_weight_decay": 1e-5, "keep_prob": 0.6, "threshold_lr": None,
+                  "threshold_units": "absolute"}
+
+
 def _make_optimizer(opts: SinglePathOptions, net: Supernet) -> torch.optim.Optimizer:
     groups = [
         {"params": net.weight_parameters(), "weight_decay": opts.weight_decay, "lr": opts.lr},
-        {"params": net.threshold_parameters(), "weight_decay": 0.0, "lr": opts.threshold_lr or opts.lr},
+        {"params": net.threshold_parameters(), "weight_decay": opts.threshold_weight_decay,
+         "lr": opts.threshold_lr or opts.lr},
     ]
     if opts.optimizer == "rmsprop":  # TF-style RMSProp of the authors: decay 0.9, momentum 0.9
         return torch.optim.RMSprop(groups, lr=opts.lr, alpha=0.9, momentum=0.9, eps=1e-3)
     if opts.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=opts.lr, momentum=0.9, nesterov=True)
+    # thresholds without first-moment momentum: a decision should stop moving as soon as the push does
+    groups[1]["betas"] = (0.0, 0.999)
     return torch.optim.Adam(groups, lr=opts.lr)
 
 
@@ -100,21 +116,20 @@ def evaluate(net: Supernet, loader: DataLoader, device: torch.device, arch=None)
     return correct / max(total, 1)
 
 
-def update_lambda(lam: float, r: float, t_star: float, opts: SinglePathOptions) -> float:
-    """Target mode: multiplicative dual ascent, ``lambda * (R / T*) ** eta``, kept in [lambda_min, lambda_max].
-
-    Multiplicative, because the lambda that balances CE and log R spans orders of magnitude across
-    devices, data sets and run lengths; above the target it grows geometrically, below it shrinks.
-    """
-    lam = max(lam, opts.lambda_min) * (r / t_star) ** opts.lambda_lr
-    return min(opts.lambda_max, max(opts.lambda_min, lam))
-
-
 class SinglePathStrategy(DifferentiableStrategy):
     """The differentiable single-path search (``--strategy single-path``)."""
 
     name = "single-path"
     Options = SinglePathOptions
+
+    @classmethod
+    def from_options(cls, values):
+        """A recipe fills in its values for the options not given explicitly."""
+        values = dict(values)
+        if values.get("recipe") == "authors":
+            preset = dict(AUTHORS_RECIPE, lr=0.016 * values.get("batch_size", 64) / 256)
+            values = {**preset, **values}
+        return super().from_options(values)
 
     def check(self, space, runtime) -> None:
         if self.options.target is not None:
@@ -124,7 +139,9 @@ class SinglePathStrategy(DifferentiableStrategy):
         opts: SinglePathOptions = self.options
         self.check(ctx.space, ctx.runtime)
         seed_everything(ctx.seed)
-        net = Supernet(ctx.space).to(ctx.accelerator)
+        net = Supernet(ctx.space)
+        net.set_threshold_units(opts.threshold_units == "relative")
+        net = net.to(ctx.accelerator)
         optimizer = _make_optimizer(opts, net)
         loader_gen = torch.Generator()
         train = DataLoader(ctx.data.train, batch_size=opts.batch_size, shuffle=True, drop_last=True,
@@ -153,8 +170,6 @@ class SinglePathStrategy(DifferentiableStrategy):
                     record = self._step(ctx, net, optimizer, x, y, warm, state, t_star)
                     sched.step()
                     state["step"] += 1
-                    if t_star is not None and not warm:  # dual ascent on lambda (target mode)
-                        state["lambda"] = update_lambda(state["lambda"], record["R"], t_star, opts)
                     if state["step"] % opts.log_every == 0:
                         ctx.run.log(record)
                     progress.update(1)
@@ -180,7 +195,10 @@ class SinglePathStrategy(DifferentiableStrategy):
                 r = ctx.runtime(net.decide(1.0))
         else:
             r = ctx.runtime(decisions)
-            loss = ce + state["lambda"] * torch.log(r * opts.runtime_scale)
+            if t_star is None:  # Eq. 9
+                loss = ce + state["lambda"] * opts.lambda_scale * torch.log(r)
+            else:  # target mode: the runtime term acts only above T* (a hinge on log R)
+                loss = ce + state["lambda"] * opts.lambda_scale * torch.relu(torch.log(r / t_star))
         if not torch.isfinite(loss):
             raise SpnasError(f"the loss became {float(loss)} at step {state['step']}; lower --lr "
                              f"(the last good checkpoint is kept in {ctx.run.path})")

@@ -1,0 +1,92 @@
+"""The single-path search end to end on the tiny space (digits resized to 16x16, flops device)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from spnas.cli import main
+from spnas.graph import SpaceGraph
+from spnas.registry import get_registry
+from spnas.runs import load_checkpoint
+
+FAST = ["--space", "tiny", "--device", "flops", "--epochs", "3", "--batch-size", "128", "--quiet"]
+
+
+def _search(tmp_path, name, *extra):
+    out = tmp_path / name
+    assert main(["search", *FAST, "--out", str(out), *extra]) == 0
+    return out, yaml.safe_load((out / "result.yaml").read_text())
+
+
+def test_run_directory_and_result(tmp_path):
+    torch.set_num_threads(1)
+    out, result = _search(tmp_path, "run")
+    assert {p.name for p in out.iterdir()} >= {"config.yaml", "log.jsonl", "checkpoint.pt", "result.yaml"}
+    space = SpaceGraph.load("tiny")
+    arch = space.parse(result["arch"])
+    assert result["params"], result["macs"] == space.cost(arch)
+    assert result["units"] == "MMACs" and 0.0 <= result["supernet_val_accuracy"] <= 1.0
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert config["options"]["epochs"] == 3 and config["seed"] == 0 and config["space"] == "tiny"
+    steps = [json.loads(l) for l in (out / "log.jsonl").read_text().splitlines()]
+    per_step = [r for r in steps if "ce" in r]
+    assert len(per_step) == 3 * (1437 // 128) and per_step[-1]["step"] == len(per_step)
+    assert {"ce", "R", "lambda", "indicators"} <= set(per_step[-1])
+    assert len(per_step[-1]["indicators"]) == space.num_searchable
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["state"]["epoch"] == 3
+
+
+def test_same_seed_same_result(tmp_path):
+    torch.set_num_threads(1)
+    _, a = _search(tmp_path, "a", "--seed", "3")
+    _, b = _search(tmp_path, "b", "--seed", "3")
+    assert a["arch"] == b["arch"] and a["supernet_val_accuracy"] == b["supernet_val_accuracy"]
+    la = (tmp_path / "a" / "log.jsonl").read_text()
+    assert la == (tmp_path / "b" / "log.jsonl").read_text()
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    _, full = _search(tmp_path, "full", "--seed", "1")
+    strategy = get_registry().get("strategy", "single-path")
+    original = strategy._checkpoint
+    calls = {"n": 0}
+
+    def crash_after_first_epoch(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt  # as if the process died right after the checkpoint
+
+    monkeypatch.setattr(strategy, "_checkpoint", crash_after_first_epoch)
+    out = tmp_path / "resumed"
+    assert main(["search", *FAST, "--out", str(out), "--seed", "1"]) == 130
+    assert not (out / "result.yaml").exists()
+    monkeypatch.setattr(strategy, "_checkpoint", original)
+    assert main(["search", *FAST, "--out", str(out), "--seed", "1"]) == 2  # refuses to overwrite
+    assert main(["search", *FAST, "--out", str(out), "--seed", "1", "--resume"]) == 0
+    resumed = yaml.safe_load((out / "result.yaml").read_text())
+    assert resumed["arch"] == full["arch"]
+    assert resumed["supernet_val_accuracy"] == full["supernet_val_accuracy"]
+    assert (out / "log.jsonl").read_text() == (tmp_path / "full" / "log.jsonl").read_text()
+
+
+@pytest.mark.parametrize("target", [0.6, 0.9])
+def test_target_mode_lands_in_the_window(tmp_path, target):
+    torch.set_num_threads(1)
+    _, result = _search(tmp_path, f"t{target}", "--target", str(target))
+    assert 0.95 * target <= result["predicted_latency"] <= target
+    assert result["target"] == target
+
+
+def test_lambda_trades_cost_for_accuracy(tmp_path):
+    """A larger lambda never gives a costlier network (same seed, same data)."""
+    torch.set_num_threads(1)
+    _, low = _search(tmp_path, "low", "--lambda", "0")
+    _, high = _search(tmp_path, "high", "--lambda", "0.05")
+    assert high["predicted_latency"] < low["predicted_latency"]

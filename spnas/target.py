@@ -2,10 +2,10 @@
 
 Two parts (see docs/superkernel.md, "Target-latency mode"):
 
-1. During the search, lambda is a dual variable: after each step,
-   ``lambda <- clip(lambda * (R / T*) ** eta, lambda_min, lambda_max)`` with ``T*`` the middle of
-   the window ``[0.95 T, T]``. Above the target lambda grows geometrically and pushes thresholds up
-   (smaller ops); below it, lambda shrinks and CE takes back what it needs.
+1. During the search, the runtime term of Eq. 9 becomes a hinge: ``lambda * max(0, log(R / T*))``
+   with ``T*`` the middle of the window ``[0.95 T, T]``. Above ``T*`` it pushes thresholds up
+   (smaller ops) with the authors' weight; below, it vanishes at once and cross-entropy takes back
+   what it needs, so the architecture settles near ``T*`` whatever lambda is (no tuning).
 2. At read-out, the hard decisions may still sit just outside the window. :func:`project` returns
    the architecture inside the window that flips the fewest and least-confident decisions: each
    layer's ops are scored by the relative margins ``|norm - t| / norm`` of the decisions that would

@@ -49,7 +49,7 @@ class SinglePathOptions:
     label_smoothing: float = 0.0
     lambda_: float = 0.02
     lambda_scale: float = 1e3  # multiplies lambda, as in the authors' code
-    keep_prob: float = 0.9  # indicator dropout during the warm-up (authors: 0.6)
+    keep_prob: float = 0.9  # indicator dropout in the warm-up (authors: 0.6; too strong for ~20 steps an epoch)
     warmup_epochs: int | None = None  # default: round(5/8 of epochs), as in the authors' 8-epoch search
     target: float | None = None
     log_every: int = 1

@@ -66,7 +66,7 @@ def _plain(value: Any) -> Any:
 
 
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True)
+    return yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True, width=10_000)
 
 
 class RunDir:

@@ -201,7 +201,8 @@ class _ThresholdStep(torch.autograd.Function):
     weights masked to the chosen kernel, the projection masked to the chosen channel groups and,
     with skip, BN3's affine times ``h_0`` (see :meth:`SuperMBConv._masked_weights`). A mask of
     ones returns its weights as they are (autograd makes them a view), saving two products. No
-    matrix products: on tiny operands BLAS may start threads, which stalls on a busy machine.
+    matrix products or advanced indexing: on tiny operands they may still open a parallel region,
+    and on a busy machine each one then waits a scheduler time slice (milliseconds) for a thread.
     """
 
     @staticmethod
@@ -216,7 +217,7 @@ class _ThresholdStep(torch.autograd.Function):
         mask = chan = None
         if any(lv != 1.0 for lv in v.levels + v.h_levels):
             mask = w_dw.new_tensor([v.levels[r] for r in sk._ring_of_position]).view(w_dw.shape[2:])
-            chan = w_dw.new_tensor(v.h_levels)[sk._buffers["group_of_channel"]].view(mid, 1, 1)
+            chan = w_dw.new_tensor(v.h_levels).index_select(0, sk._buffers["group_of_channel"]).view(mid, 1, 1)
         out = (g, w_dw.new_tensor(v.h), w_dw if mask is None else w_dw * mask, w_pwl if chan is None else w_pwl * chan)
         if bn_w is not None:
             out += (bn_w, bn_b) if v.h[0] == 1.0 else (bn_w * v.h[0], bn_b * v.h[0])
@@ -244,7 +245,8 @@ class _ThresholdStep(torch.autograd.Function):
         coef, d_tk, d_te = _decide_grads(v, flat[:n_g], d_h_, d_levels, flat[n_g + n_e + n_p:n_g + 2 * n_e + n_p])
         d_tk, d_te = ([d * u for d, u in zip(ds, us)] for ds, us in zip((d_tk, d_te), ctx.units))
         rows = w_dw.new_tensor([[c[r] for r in sk._ring_of_position] for c in coef])  # (groups, K*K)
-        d_w_dw = torch.addcmul(d_dw if ctx.mask is None else d_dw * ctx.mask, w_dw, rows[groups].view_as(w_dw))
+        coef_w = rows.index_select(0, groups).view_as(w_dw)
+        d_w_dw = torch.addcmul(d_dw if ctx.mask is None else d_dw * ctx.mask, w_dw, coef_w)
         d_bn_w = d_bn_b = None
         if d_bn:
             d_bn_w, d_bn_b = (d_bn[0], d_bn[1]) if v.h[0] == 1.0 else (d_bn[0] * v.h[0], d_bn[1] * v.h[0])
@@ -452,11 +454,11 @@ class SuperMBConv(nn.Module):
     def _kernel_mask(self, g: Tensor) -> Tensor:
         """(K, K): ``rings[0] + g_1 rings[1] + g_1 g_2 rings[2] + ...``."""
         k = self.kernels[-1]
-        return torch.cat([g.new_ones(1), g.cumprod(0)])[self._ring_index].view(k, k)
+        return torch.cat([g.new_ones(1), g.cumprod(0)]).index_select(0, self._ring_index).view(k, k)
 
     def _channel_mask(self, h: Tensor) -> Tensor:
         """(mid, 1, 1): group j >= 1 is used when ``h_1 ... h_j`` are all 1; group 0 always."""
-        return torch.cat([h.new_ones(1), h[1:].cumprod(0)])[self.group_of_channel].view(-1, 1, 1)
+        return torch.cat([h.new_ones(1), h[1:].cumprod(0)]).index_select(0, self.group_of_channel).view(-1, 1, 1)
 
     def op_of(self, g: Tensor, h: Tensor) -> Op:
         """The op selected by hard indicators."""

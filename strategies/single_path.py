@@ -44,6 +44,7 @@ class SinglePathOptions:
     lr: float = 1e-2
     threshold_lr: float | None = 0.05  # None: the weights' rate
     threshold_units: str = "relative"  # or "absolute" (the paper); see docs/superkernel.md
+    decay_thresholds: bool = False  # cosine-decay the thresholds' rate with the weights' (authors: yes)
     weight_decay: float = 1e-5
     threshold_weight_decay: float = 0.0  # the authors' L2 covers thresholds too (1e-5)
     label_smoothing: float = 0.0
@@ -84,7 +85,7 @@ class SinglePathOptions:
 #: times 1e3, indicator keep probability 0.6 for the first 5/8 of the search, runtime term off meanwhile
 AUTHORS_RECIPE = {"optimizer": "rmsprop", "label_smoothing": 0.1, "lambda_": 0.02, "lambda_scale": 1e3,
                   "weight_decay": 1e-5, "threshold_weight_decay": 1e-5, "keep_prob": 0.6, "threshold_lr": None,
-                  "threshold_units": "absolute"}
+                  "threshold_units": "absolute", "decay_thresholds": True}
 
 
 def _make_optimizer(opts: SinglePathOptions, net: Supernet) -> torch.optim.Optimizer:
@@ -152,11 +153,11 @@ class SinglePathStrategy(DifferentiableStrategy):
                              f"({len(ctx.data.train)} images)")
         total = opts.epochs * len(train)
         cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
-        # thresholds keep their rate to the end in the cpu recipe (a short run needs every step to
-        # move them); the authors' recipe decays them with the weights
-        thr = cosine if opts.recipe == "authors" else (lambda s: 1.0)
+        # by default thresholds keep their rate to the end (a short run needs every step to move
+        # them); the authors' recipe decays them with the weights
+        thr = cosine if opts.decay_thresholds else (lambda s: 1.0)
         sched = torch.optim.lr_scheduler.LambdaLR(optimizer, [cosine, thr])
-        state = {"epoch": 0, "step": 0, "lambda": opts.lambda_}
+        state = {"epoch": 0, "step": 0}
         if ctx.resume:
             state = self._resume(ctx, net, optimizer, sched)
         t_star = None if opts.target is None else opts.target * (1 - WINDOW / 2)
@@ -182,7 +183,7 @@ class SinglePathStrategy(DifferentiableStrategy):
                 self._checkpoint(ctx, net, optimizer, sched, state)
         finally:
             progress.close()
-        return self._finish(ctx, net, val, state)
+        return self._finish(ctx, net, val)
 
     def _step(self, ctx, net, optimizer, x, y, warm: bool, state: dict, t_star) -> dict[str, Any]:
         opts: SinglePathOptions = self.options
@@ -196,9 +197,9 @@ class SinglePathStrategy(DifferentiableStrategy):
         else:
             r = ctx.runtime(decisions)
             if t_star is None:  # Eq. 9
-                loss = ce + state["lambda"] * opts.lambda_scale * torch.log(r)
+                loss = ce + opts.lambda_ * opts.lambda_scale * torch.log(r)
             else:  # target mode: the runtime term acts only above T* (a hinge on log R)
-                loss = ce + state["lambda"] * opts.lambda_scale * torch.relu(torch.log(r / t_star))
+                loss = ce + opts.lambda_ * opts.lambda_scale * torch.relu(torch.log(r / t_star))
         if not torch.isfinite(loss):
             raise SpnasError(f"the loss became {float(loss)} at step {state['step']}; lower --lr "
                              f"(the last good checkpoint is kept in {ctx.run.path})")
@@ -206,7 +207,8 @@ class SinglePathStrategy(DifferentiableStrategy):
         loss.backward()
         optimizer.step()
         ind = [[int(v) for v in torch.cat(d).tolist()] for d in decisions] if not warm else None
-        return {"step": state["step"] + 1, "ce": float(ce.detach()), "R": float(r.detach()), "lambda": state["lambda"],
+        weight = 0.0 if warm else opts.lambda_ * opts.lambda_scale
+        return {"step": state["step"] + 1, "ce": float(ce.detach()), "R": float(r.detach()), "lambda": weight,
                 "lr": optimizer.param_groups[0]["lr"], "warmup": warm, "indicators": ind}
 
     def _checkpoint(self, ctx, net, optimizer, sched, state) -> None:
@@ -228,17 +230,18 @@ class SinglePathStrategy(DifferentiableStrategy):
         ctx.run.truncate_log(ckpt["state"]["step"])
         return dict(ckpt["state"])
 
-    def _finish(self, ctx, net: Supernet, val, state: dict) -> SearchResult:
+    def _finish(self, ctx, net: Supernet, val) -> SearchResult:
         opts: SinglePathOptions = self.options
         readout = net.read_arch()
         arch, changed = readout, 0
         if opts.target is not None:
             arch, changed = project(ctx.runtime, net.superkernels, opts.target)
-        bn_batches = [b for _, b in zip(range(opts.bn_batches), ctx_train_loader(ctx, opts))]
+        bn_batches = [b for _, b in zip(range(opts.bn_batches), _bn_loader(ctx, opts))]
         recalibrate_bn(net, bn_batches, arch=arch, device=ctx.accelerator)
         acc = evaluate(net, val, ctx.accelerator, arch=arch)
         params, macs = ctx.space.cost(arch)
-        details: dict[str, Any] = {"epochs": opts.epochs, "seed": ctx.seed, "final_lambda": state["lambda"]}
+        details: dict[str, Any] = {"epochs": opts.epochs, "seed": ctx.seed,
+                                   "lambda": opts.lambda_, "lambda_scale": opts.lambda_scale}
         if opts.target is not None:
             details.update(target=opts.target, readout_arch=str(readout),
                            readout_latency=ctx.runtime.predict(readout), layers_changed_by_projection=changed)
@@ -246,7 +249,7 @@ class SinglePathStrategy(DifferentiableStrategy):
                             acc, params, macs, ctx.run.path, details=details)
 
 
-def ctx_train_loader(ctx: SearchContext, opts: SinglePathOptions) -> DataLoader:
+def _bn_loader(ctx: SearchContext, opts: SinglePathOptions) -> DataLoader:
     gen = torch.Generator().manual_seed(ctx.seed + 7)
     return DataLoader(ctx.data.train, batch_size=opts.batch_size, shuffle=True, generator=gen)
 

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from spnas.arch import SKIP, Architecture, Op, from_arch_def, to_arch_def
+from spnas.builder import ChildNet, Supernet, recalibrate_bn
 from spnas.errors import LatencyTableError, SpaceError, SpnasError
 from spnas.graph import LayerNode, SpaceGraph
 from spnas.hookspecs import hookimpl
+from spnas.latency import LatencyTable, TableHeader
+from spnas.runtime import RuntimeModel
 from spnas.spec import SpaceSpec, load_space_file, parse_space
+from spnas.strategy import SearchContext, SearchResult, Strategy
+from spnas.superkernel import MBConv, SuperMBConv
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SKIP", "Architecture", "Op", "from_arch_def", "to_arch_def",
+    "ChildNet", "Supernet", "recalibrate_bn",
     "LatencyTableError", "SpaceError", "SpnasError",
     "LayerNode", "SpaceGraph", "hookimpl",
+    "LatencyTable", "TableHeader", "RuntimeModel",
     "SpaceSpec", "load_space_file", "parse_space",
+    "SearchContext", "SearchResult", "Strategy",
+    "MBConv", "SuperMBConv",
 ]

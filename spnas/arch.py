@@ -201,9 +201,18 @@ def from_arch_def(arch_def: Sequence[Sequence[str]], space: "SpaceGraph") -> Arc
     ops: list[Op] = []
     for i, (stage, group) in enumerate(zip(arch_def, groups)):
         layers = [BlockDef.parse(s) for s in stage]
+        for b in layers:
+            if b.out_chs != group[0].out_chs:
+                raise SpaceError(f"arch_def stage {i}: block {b} has {b.out_chs} channels; the space has "
+                                 f"{group[0].out_chs}")
+        if layers and layers[0].stride != group[0].stride:
+            raise SpaceError(f"arch_def stage {i}: block {layers[0]} has stride {layers[0].stride}; the space has "
+                             f"{group[0].stride}")
         expanded = [Op(b.kernel, b.expansion) for b in layers for _ in range(b.repeat)]
         if len(expanded) > len(group):
             raise SpaceError(f"arch_def stage {i}: {len(expanded)} layers; the space has {len(group)}")
+        if not group[0].searchable and expanded != [layer.fixed_op for layer in group]:
+            raise SpaceError(f"arch_def stage {i}: {', '.join(stage)} differs from the space's fixed block")
         if group[0].searchable:
             ops.extend(expanded + [SKIP] * (len(group) - len(expanded)))
     return space.validate(Architecture(tuple(ops), space.stage_sizes))

@@ -232,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spnas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. 'spnas space show x | head'
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

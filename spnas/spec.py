@@ -178,7 +178,7 @@ class _Reader:
                     self.fail(item, "is not a positive integer expansion ratio", key, i)
                 items.append(item)
         if any(b <= a for a, b in zip(items, items[1:])):
-            self.fail(value, "must be sorted ascending without repeats, e.g. [3, 6]", key)
+            self.fail(value, f"must be sorted ascending without repeats, e.g. {'[3, 5]' if odd else '[3, 6]'}", key)
         return tuple(items)
 
     def _odd(self, item: Any, key: str, i: int) -> int:

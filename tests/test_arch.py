@@ -91,6 +91,21 @@ def test_block_def_decoder():
         BlockDef.parse("er_r1_k3_c16")
 
 
+def test_from_arch_def_checks_channels_stride_and_fixed_blocks(space):
+    wrong_chs = [list(s) for s in TIMM_SPNASNET]
+    wrong_chs[1] = ["ir_r3_k3_s2_e3_c999"]
+    with pytest.raises(SpaceError, match="stage 1: block ir_r3_k3_s2_e3_c999 has 999 channels; the space has 24"):
+        from_arch_def(wrong_chs, space)
+    wrong_stride = [list(s) for s in TIMM_SPNASNET]
+    wrong_stride[1] = ["ir_r3_k3_s1_e3_c24"]
+    with pytest.raises(SpaceError, match="has stride 1; the space has 2"):
+        from_arch_def(wrong_stride, space)
+    wrong_fixed = [list(s) for s in TIMM_SPNASNET]
+    wrong_fixed[6] = ["ir_r1_k5_s1_e6_c320"]
+    with pytest.raises(SpaceError, match="differs from the space's fixed block"):
+        from_arch_def(wrong_fixed, space)
+
+
 @pytest.mark.parametrize("text,message", [
     ("k3e3 " * 19, "has 19 ops; space spnas-imagenet has 20 searchable layers"),
     ("skip " + "k3e3 " * 19, "layer 0 (blocks.1.0) cannot be skipped"),

@@ -149,6 +149,24 @@ class _Values:
     keep_prob: float
 
 
+def _read_layer(sk: "SuperMBConv", w_dw: Tensor, t_k: Tensor, t_e: Tensor):
+    """One read from the tensors per layer: the sums of ``w^2`` over every (channel group, ring)
+    block, the thresholds in norm units (``t * unit``, rounded as the tensor product would be) and
+    the units (for the backward pass)."""
+    buf, w = sk._buffers, w_dw.view(1, w_dw.shape[0], -1)
+    per_group = torch.linalg.vecdot(w, w * buf["_group_onehot"], dim=1)  # (groups, K*K)
+    n_e, n_p, n_k = per_group.shape[0], per_group.shape[1], t_k.shape[0]
+    flat = torch.cat((per_group.view(-1), t_k, buf["t_kernel_unit"], t_e, buf["t_expansion_unit"])).tolist()
+    rows = (flat[j * n_p:(j + 1) * n_p] for j in range(n_e))
+    blocks = [[sum(map(row.__getitem__, ring)) for ring in sk._ring_positions] for row in rows]
+    rest = flat[n_e * n_p:]
+    units = rest[n_k:2 * n_k], rest[2 * n_k + n_e:]
+    rounding = _float32 if w_dw.dtype == torch.float32 else float
+    t_k_ = [rounding(t * u) for t, u in zip(rest[:n_k], units[0])]
+    t_e_ = [rounding(t * u) for t, u in zip(rest[2 * n_k:2 * n_k + n_e], units[1])]
+    return blocks, t_k_, t_e_, units
+
+
 def _decide_values(blocks: list[list[float]], t_k: list[float], t_e: list[float], skip: bool,
                    keep: Tensor | None, keep_prob: float, w: Tensor) -> tuple[_Values, Tensor]:
     """Eq. 2-3 from the block sums of ``w^2``: the numbers, and ``g`` as a tensor."""
@@ -162,7 +180,7 @@ def _decide_values(blocks: list[list[float]], t_k: list[float], t_e: list[float]
         g_t = g_t * keep[:n_g] / keep_prob
         g = g_t.tolist()
     levels = _chain(g, _float32 if w.dtype == torch.float32 else float)
-    group_norm = [math.sqrt(sum(x * lv * lv for x, lv in zip(blocks[j], levels))) for j in range(first, len(blocks))]
+    group_norm = [math.sqrt(sum(x * lv * lv for x, lv in zip(row, levels))) for row in blocks[first:]]
     b = [n - t for n, t in zip(group_norm, t_e[first:])]
     h = [1.0] * first + [(1.0 if x >= 0 else 0.0) * (keep_[n_g + i] if keep_ else 1.0) for i, x in enumerate(b)]
     v = _Values(blocks, ring_norm, a, g, levels, group_norm, b, h, _chain(h[1:], float), keep_, keep_prob)
@@ -207,18 +225,14 @@ class _ThresholdStep(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w_dw, w_pwl, bn_w, bn_b, t_k, t_e, sk, keep, keep_prob):  # type: ignore[override]
-        mid, rings = w_dw.shape[0], sk._ring_positions
-        per_group = (w_dw.view(1, mid, -1).square() * sk._buffers["_group_onehot"]).sum(1).tolist()
-        blocks = [[sum(map(row.__getitem__, ring)) for ring in rings] for row in per_group]
-        units = sk._buffers["t_kernel_unit"].tolist(), sk._buffers["t_expansion_unit"].tolist()
-        rounding = _float32 if w_dw.dtype == torch.float32 else float
-        t_k_, t_e_ = ([rounding(t * u) for t, u in zip(ts.tolist(), us)] for ts, us in zip((t_k, t_e), units))
+        blocks, t_k_, t_e_, units = _read_layer(sk, w_dw, t_k, t_e)
         v, g = _decide_values(blocks, t_k_, t_e_, sk.skip, keep, keep_prob, w_dw)
         mask = chan = None
-        if any(lv != 1.0 for lv in v.levels + v.h_levels):
+        if any(lv != 1.0 for lv in v.levels + v.h_levels):  # else w * 1 == w: no product needed
             mask = w_dw.new_tensor([v.levels[r] for r in sk._ring_of_position]).view(w_dw.shape[2:])
-            chan = w_dw.new_tensor(v.h_levels).index_select(0, sk._buffers["group_of_channel"]).view(mid, 1, 1)
-        out = (g, w_dw.new_tensor(v.h), w_dw if mask is None else w_dw * mask, w_pwl if chan is None else w_pwl * chan)
+            chan = w_dw.new_tensor(v.h_levels).index_select(0, sk._buffers["group_of_channel"]).view(-1, 1, 1)
+        out = (g, w_dw.new_tensor(v.h),
+               w_dw if mask is None else w_dw * mask, w_pwl if chan is None else w_pwl * chan)
         if bn_w is not None:
             out += (bn_w, bn_b) if v.h[0] == 1.0 else (bn_w * v.h[0], bn_b * v.h[0])
         ctx.save_for_backward(w_dw, w_pwl, bn_w, bn_b)
@@ -229,29 +243,29 @@ class _ThresholdStep(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, d_g, d_h, d_dw, d_pwl, *d_bn):  # type: ignore[override]
         (w_dw, w_pwl, bn_w, bn_b), sk, v = ctx.saved_tensors, ctx.sk, ctx.v
-        mid, n_e = w_dw.shape[0], len(v.h)
+        n_g, n_e, ring_of = len(v.g), len(v.h), sk._ring_of_position
         groups = sk._buffers["group_of_channel"]
-        per_pos = (d_dw * w_dw).reshape(mid, -1).sum(0)  # dL/d mask
-        per_group = torch.bincount(groups, (d_pwl * w_pwl).reshape(-1, mid).sum(0), n_e)  # dL/d group levels
-        parts = [d_g, d_h, per_pos, per_group]
-        if d_bn:  # h_0 gates BN3's affine
-            parts.append(torch.addcmul(d_bn[0] * bn_w, d_bn[1], bn_b).sum().view(1))
+        # dL/d(mask) per kernel position, dL/d(channel mask) summed per group, BN3's gate products
+        parts = [d_g, d_h, torch.linalg.vecdot(d_dw, w_dw, dim=0).view(-1),
+                 torch.bincount(groups, torch.linalg.vecdot(d_pwl, w_pwl, dim=0).view(-1), n_e)]
+        if d_bn:
+            parts += [d_bn[0] * bn_w, d_bn[1] * bn_b]
         flat = torch.cat(parts).tolist()
-        n_g, n_p = len(v.g), per_pos.shape[0]
+        pos, n_p = flat[n_g + n_e:], len(ring_of)
         d_h_ = flat[n_g:n_g + n_e]
-        d_h_[0] += flat[-1] if d_bn else 0.0
-        pos = flat[n_g + n_e:n_g + n_e + n_p]
+        d_h_[0] += sum(pos[n_p + n_e:])  # h_0 gates BN3's affine
         d_levels = [sum(map(pos.__getitem__, ring)) for ring in sk._ring_positions]
-        coef, d_tk, d_te = _decide_grads(v, flat[:n_g], d_h_, d_levels, flat[n_g + n_e + n_p:n_g + 2 * n_e + n_p])
+        coef, d_tk, d_te = _decide_grads(v, flat[:n_g], d_h_, d_levels, pos[n_p:n_p + n_e])
         d_tk, d_te = ([d * u for d, u in zip(ds, us)] for ds, us in zip((d_tk, d_te), ctx.units))
-        rows = w_dw.new_tensor([[c[r] for r in sk._ring_of_position] for c in coef])  # (groups, K*K)
-        coef_w = rows.index_select(0, groups).view_as(w_dw)
+        rows = w_dw.new_tensor([c[r] for c in coef for r in ring_of]).view(n_e, *w_dw.shape[1:])
+        coef_w = rows.index_select(0, groups)  # the coefficient of every weight
         d_w_dw = torch.addcmul(d_dw if ctx.mask is None else d_dw * ctx.mask, w_dw, coef_w)
         d_bn_w = d_bn_b = None
         if d_bn:
             d_bn_w, d_bn_b = (d_bn[0], d_bn[1]) if v.h[0] == 1.0 else (d_bn[0] * v.h[0], d_bn[1] * v.h[0])
         return (d_w_dw, d_pwl if ctx.chan is None else d_pwl * ctx.chan, d_bn_w, d_bn_b,
-                w_dw.new_tensor(d_tk) if d_tk else None, w_dw.new_tensor(d_te) if v.b else None, None, None, None)
+                w_dw.new_tensor(d_tk) if d_tk else None, w_dw.new_tensor(d_te) if v.b else None,
+                None, None, None)
 
 
 class _Decision(tuple):
@@ -358,13 +372,13 @@ class SuperMBConv(nn.Module):
         """Which ring each kernel position lies in, and which group each channel (one-hot too), in
         the forms threshold mode indexes and multiplies with. A position lies in one ring and a
         channel in one group, so the masks built from them are exact."""
-        ring_of_position = rings.reshape(rings.shape[0], -1).argmax(0)  # (K*K,); ring 0: smallest kernel
+        ring_of_position = rings.reshape(rings.shape[0], -1).argmax(0)  # (K*K,), ring 0: smallest kernel
         self._ring_of_position = ring_of_position.tolist()
         self._ring_positions = [tuple(torch.nonzero(ring_of_position == r).flatten().tolist())
                                 for r in range(rings.shape[0])]
-        onehot = (group[None] == torch.arange(len(self.expansions))[:, None]).to(rings.dtype)  # (groups, mid)
+        onehot = (group[None] == torch.arange(len(self.expansions))[:, None]).to(rings.dtype)
         self.register_buffer("_ring_index", ring_of_position, persistent=False)
-        self.register_buffer("_group_onehot", onehot[:, :, None].contiguous(), persistent=False)
+        self.register_buffer("_group_onehot", onehot[:, :, None].contiguous(), persistent=False)  # (E, mid, 1)
 
     # --- decisions ------------------------------------------------------------------------
     def decide(self, keep_prob: float = 1.0) -> tuple[Tensor, Tensor]:
@@ -378,17 +392,25 @@ class SuperMBConv(nn.Module):
         the channel and skip decisions act after that BatchNorm, so the same effect needs no scale.
         ``h[0]`` stays 1 where skip is not allowed.
         """
-        w = self.conv_dw.weight
+        w, w_pwl, bn_w, bn_b = weights = self._masked_params()
         keep = self._keep(keep_prob, w)
         if w.device.type != "cpu" or w.dtype not in (torch.float32, torch.float64):
             return self._decide_graph(keep, keep_prob)  # no host round trips on accelerators
-        w_pwl, bn_w, bn_b = self.conv_pwl.weight, self.bn3.weight, self.bn3.bias
+        params = self._parameters
         out = _ThresholdStep.apply(w, w_pwl, bn_w if self.skip else None, bn_b if self.skip else None,
-                                   self.t_kernel, self.t_expansion, self, keep, keep_prob)
+                                   params["t_kernel"], params["t_expansion"], self, keep, keep_prob)
         decision = _Decision(out[:2])
         decision.masked, decision.owner, decision.with_grad = out[2:], self, torch.is_grad_enabled()
-        decision.versions = (w._version, w_pwl._version, bn_w._version, bn_b._version)
+        decision.versions = tuple(p._version for p in weights)
         return decision
+
+    def _masked_params(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """conv_dw, conv_pwl, BN3 weight and bias, read from the module dicts: attribute lookups on
+        an ``nn.Module`` cost microseconds each, and this runs twice per layer and step."""
+        mods = self._modules
+        bn3 = mods["bn3"]._parameters  # type: ignore[union-attr]
+        return (mods["conv_dw"]._parameters["weight"], mods["conv_pwl"]._parameters["weight"],  # type: ignore
+                bn3["weight"], bn3["bias"])
 
     def _decide_graph(self, keep: Tensor | None, keep_prob: float) -> tuple[Tensor, Tensor]:
         """:meth:`decide` as autograd ops (any device or dtype); :class:`_ThresholdStep` on the CPU."""
@@ -404,7 +426,8 @@ class SuperMBConv(nn.Module):
             return g, w.new_ones(1)
         # Eq. 3, every group at once, on the kernel already chosen: ||w_k[group_j]||
         wk = w * self._kernel_mask(g)
-        norms = torch.linalg.vector_norm(wk * self._group_onehot[first:, :, :, None, None], dim=(1, 2, 3, 4))
+        groups = self._group_onehot[first:, :, :, None, None]
+        norms = torch.linalg.vector_norm(wk * groups, dim=(1, 2, 3, 4))
         h = indicator(norms - self.thresholds()[1][first:])
         if keep is not None:
             h = h * keep[n_g:]
@@ -458,7 +481,8 @@ class SuperMBConv(nn.Module):
 
     def _channel_mask(self, h: Tensor) -> Tensor:
         """(mid, 1, 1): group j >= 1 is used when ``h_1 ... h_j`` are all 1; group 0 always."""
-        return torch.cat([h.new_ones(1), h[1:].cumprod(0)]).index_select(0, self.group_of_channel).view(-1, 1, 1)
+        levels = torch.cat([h.new_ones(1), h[1:].cumprod(0)])
+        return levels.index_select(0, self.group_of_channel).view(-1, 1, 1)
 
     def op_of(self, g: Tensor, h: Tensor) -> Op:
         """The op selected by hard indicators."""
@@ -512,8 +536,8 @@ class SuperMBConv(nn.Module):
             return None
         if torch.is_grad_enabled() and not decision.with_grad:
             return None
-        params = (self.conv_dw.weight, self.conv_pwl.weight, self.bn3.weight, self.bn3.bias)
-        return decision.masked if decision.versions == tuple(p._version for p in params) else None
+        versions = tuple(p._version for p in self._masked_params())
+        return decision.masked if decision.versions == versions else None
 
     def _run_masked(self, x: Tensor, masked: tuple[Tensor, ...]) -> Tensor:
         """The superkernel on masked weights. Functional BatchNorm as :func:`_bn` runs it (exactly

@@ -162,3 +162,38 @@ def test_mbconv_param_count_matches_graph():
     for _ in range(10):
         arch = space.random(rng)
         assert sum(p.numel() for p in ChildNet(space, arch).parameters()) == space.cost(arch)[0]
+
+
+@pytest.mark.parametrize("kernels,expansions,skip", [((3, 5), (3, 6), True), ((3, 5, 7), (2, 4, 6), True),
+                                                     ((3, 5, 7), (2, 4, 6), False), ((3,), (2, 4), True)])
+def test_fused_threshold_step_gradients_equal_autograd(kernels, expansions, skip):
+    """Two routes to one step: the fused CPU nodes (hand-written backward) and plain autograd ops."""
+    torch.manual_seed(6)
+    sk = SuperMBConv(6, 6, 1, kernels, expansions, skip=skip).double().train()
+    sk.set_threshold_units(relative=True)
+    with torch.no_grad():  # thresholds near the norms: some decisions on, some off, sigmoid' not tiny
+        sk.t_kernel.uniform_(0.7, 1.3)
+        sk.t_expansion.uniform_(0.7, 1.3)
+    x = torch.randn(3, 6, 7, 7, dtype=torch.float64)
+    target = torch.randn(3, 6, 7, 7, dtype=torch.float64)
+
+    def grads(route: str):
+        sk.zero_grad()
+        if route == "fused":
+            g, h = decision = sk.decide()
+            y = sk(x, decision=decision)
+        else:
+            g, h = sk._decide_graph(None, 1.0)
+            y = sk.forward_masked(x, g, h)
+        loss = ((y - target) ** 2).mean() + (g.sum() + h.sum()) * 0.1  # a direct path into (g, h) too
+        loss.backward()
+        return y.detach(), torch.cat([g, h]).detach(), {n: p.grad.clone() for n, p in sk.named_parameters()
+                                                        if p.grad is not None}
+
+    y_f, d_f, g_f = grads("fused")
+    y_a, d_a, g_a = grads("autograd")
+    assert torch.equal(d_f, d_a)
+    torch.testing.assert_close(y_f, y_a, rtol=0, atol=1e-12)
+    assert g_f.keys() == g_a.keys() and {"t_expansion", "conv_dw.weight"} <= g_f.keys()
+    for name in g_f:
+        torch.testing.assert_close(g_f[name], g_a[name], rtol=1e-9, atol=1e-12, msg=name)

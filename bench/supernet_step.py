@@ -243,6 +243,9 @@ def markdown_table(result: dict) -> str:
 
 
 def verdict_line(result: dict) -> str:
+    """The requirement's check, in one sentence (empty when threshold mode was not measured)."""
+    if "threshold" not in result["variants"]:
+        return ""
     th, req = result["variants"]["threshold"], result["requirement"]
     lo, hi = th["paired_ratio_ci95"]
     return (f"Threshold mode against the fixed network: time {th['time_ratio']:.3f}x (per round "

@@ -32,7 +32,7 @@ def test_arch_command_with_pixel1_table(pixel1_json, capsys):
                  "--device-table", str(pixel1_json)]) == 0
     out = capsys.readouterr().out
     assert "predicted latency: 80.4411 ms (pixel1)" in out
-    assert "ir_r4_k5_s2_e6_c192" in out and "4.422 M" not in out or "(4.422 M)" in out
+    assert "ir_r4_k5_s2_e6_c192" in out and "params: 4421616 (4.422 M)" in out
 
 
 @pytest.mark.parametrize("args,message", [

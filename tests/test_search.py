@@ -28,7 +28,7 @@ def test_run_directory_and_result(tmp_path):
     assert {p.name for p in out.iterdir()} >= {"config.yaml", "log.jsonl", "checkpoint.pt", "result.yaml"}
     space = SpaceGraph.load("tiny")
     arch = space.parse(result["arch"])
-    assert result["params"], result["macs"] == space.cost(arch)
+    assert (result["params"], result["macs"]) == space.cost(arch)
     assert result["units"] == "MMACs" and 0.0 <= result["supernet_val_accuracy"] <= 1.0
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["options"]["epochs"] == 3 and config["seed"] == 0 and config["space"] == "tiny"

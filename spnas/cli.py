@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -34,39 +35,65 @@ def _device_args(p: argparse.ArgumentParser) -> None:
                    help="a latency table file (spnas format; for pixel1 also the authors' JSON)")
 
 
-def _add_search(sub) -> None:
+def _add_search(sub, strategy_cls: type | None) -> None:
     p = sub.add_parser("search", help="search an architecture", description="Search an architecture on a space, "
-                       "for a latency device, on a data set; writes a run directory.")
-    p.add_argument("--strategy", default="single-path", help="search strategy (default: %(default)s)")
+                       "for a latency device, on a data set; writes a run directory. The options after the common "
+                       "ones belong to the chosen --strategy (see 'spnas search --strategy NAME --help').")
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY, help="search strategy (default: %(default)s; see 'spnas plugins')")
     _space_arg(p)
     _device_args(p)
     p.add_argument("--data", default="digits", help="data set: digits (embedded) or imagefolder:DIR (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=8, help="search epochs (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--optimizer", choices=["adam", "rmsprop", "sgd"])
-    p.add_argument("--lr", type=float, help="learning rate of the weights")
-    p.add_argument("--threshold-lr", type=float, help="learning rate of the thresholds")
-    p.add_argument("--threshold-units", choices=["relative", "absolute"],
-                   help="thresholds in units of each subset's initial norm (default) or absolute (the paper)")
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--lambda", dest="lambda_", type=float, help="runtime-loss weight (default 0.02)")
-    p.add_argument("--lambda-scale", type=float, help="multiplies lambda, as the authors' 1e3 (default 1e3)")
-    p.add_argument("--keep-prob", type=float, help="indicator keep probability in the warm-up (default 0.9; authors 0.6)")
-    p.add_argument("--warmup-epochs", type=int, help="epochs of indicator dropout, runtime term off (default 5/8 of --epochs)")
-    p.add_argument("--target", type=float, help="target cost in the device's units: result <= T and within 5%% of T")
-    p.add_argument("--recipe", choices=["cpu", "authors"], help="option preset (default: cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--out", type=Path, help="run directory (default: runs/<strategy>-<space>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--accelerator", choices=["cpu", "cuda"], help="where training runs (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    if strategy_cls is not None:
+        group = p.add_argument_group(f"options of strategy {strategy_cls.name}")
+        p.set_defaults(option_names=add_option_flags(group, strategy_cls.Options))
     p.set_defaults(func=cmd_search)
 
 
-_STRATEGY_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "threshold_lr", "threshold_units", "weight_decay", "label_smoothing",
-                   "lambda_", "lambda_scale", "keep_prob", "warmup_epochs", "target", "recipe")
+def add_option_flags(group, options_cls: type) -> list[str]:
+    """One flag per field of a strategy's options dataclass (see :func:`spnas.strategy.option`);
+    returns the option names. Unset flags stay None, so the dataclass defaults (and presets) apply."""
+    import typing
+
+    from spnas.strategy import flag_name
+
+    hints = typing.get_type_hints(options_cls)
+    names = []
+    for f in dataclasses.fields(options_cls):
+        meta = f.metadata
+        if meta.get("cli") is False:
+            continue
+        kind = hints[f.name]
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None -> X
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        base = kind
+        help_text = meta.get("help", "")
+        if f.default is not None and f.default is not dataclasses.MISSING:
+            help_text += " (default: %s)" % str(f.default).replace("%", "%%")
+        kw: dict = {"dest": f"opt_{f.name}", "default": None, "help": help_text,
+                    "metavar": f.name.rstrip("_").upper()}
+        if meta.get("metavar"):
+            kw["metavar"] = meta["metavar"]
+        if base is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+            kw.pop("metavar", None)
+        elif typing.get_origin(base) is tuple:
+            kw.update(nargs=len(typing.get_args(base)), type=typing.get_args(base)[0])
+        else:
+            kw["type"] = base if base in (int, float) else str
+            if meta.get("choices"):
+                kw["choices"] = list(meta["choices"])
+        group.add_argument(flag_name(f.name), **kw)
+        names.append(f.name)
+    return names
+
+
+DEFAULT_STRATEGY = "single-path"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -81,7 +108,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from spnas.strategy import SearchContext
 
     strategy_cls = get_registry().get("strategy", args.strategy)
-    options = {k: getattr(args, k) for k in _STRATEGY_FLAGS if getattr(args, k, None) is not None}
+    options = {k: getattr(args, f"opt_{k}") for k in getattr(args, "option_names", [])
+               if getattr(args, f"opt_{k}") is not None}
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
     strategy = strategy_cls.from_options(options)
     if not 0 < args.val_fraction < 1:
         raise SpnasError(f"--val-fraction {args.val_fraction} is not allowed; use a value in (0, 1)")
@@ -113,6 +142,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"predicted latency: {result.latency:.4f} {result.units} ({args.device})")
     print(f"supernet val accuracy: {result.accuracy:.4f}")
     print(f"params: {result.params / 1e6:.3f} M, MACs: {result.macs / 1e6:.2f} M")
+    if result.pareto_front:
+        d = result.details
+        print(f"evaluated {d.get('evaluations')} candidates ({d.get('stop_reason')}); "
+              f"Pareto front: {len(result.pareto_front)} architectures (in result.yaml)")
     print(f"run directory: {run.path}")
     return 0
 
@@ -188,14 +221,31 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _strategy_in(argv: Sequence[str]) -> type | None:
+    """The strategy class named by ``--strategy`` in a ``search`` command line (its options become
+    flags); an unknown name raises the registry's error, which lists the available ones."""
+    argv = list(argv)
+    if "search" not in argv:
+        return None
+    name = DEFAULT_STRATEGY
+    for i, a in enumerate(argv):
+        if a == "--strategy" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif a.startswith("--strategy="):
+            name = a.split("=", 1)[1]
+    from spnas.registry import get_registry
+
+    return get_registry().get("strategy", name)
+
+
+def build_parser(strategy_cls: type | None = None) -> argparse.ArgumentParser:
     from spnas import __version__
 
     parser = _Parser(prog="spnas", description="Hardware-aware neural architecture search (Single-Path NAS).")
     parser.add_argument("--version", action="version", version=f"spnas {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    _add_search(sub)
+    _add_search(sub, strategy_cls)
     sp = sub.add_parser("space", help="inspect search spaces")
     ssub = sp.add_subparsers(dest="space_command", metavar="SUBCOMMAND", parser_class=_Parser)
     ssub.required = True
@@ -221,7 +271,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser = build_parser(_strategy_in(argv))
+    except SpnasError as exc:
+        print(f"spnas: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:

@@ -1,5 +1,11 @@
 """The plugin registry: built-ins first, then the ``spnas`` entry-point group.
 
+Built-in strategies, devices, spaces and data sets are plugins too: they are listed in
+:data:`BUILTIN_PLUGINS` and go through exactly the same hooks as a third-party package (as
+pytest loads its ``default_plugins``). Every hook gets a ``register(name, obj)`` callback; a name
+registered twice is refused with an error naming both plugins. A plugin that fails to load is
+recorded with its error (``spnas plugins`` shows it) and the others still load.
+
 Set ``SPNAS_DISABLE_PLUGIN_AUTOLOAD=1`` to load the built-ins only (tests do).
 """
 
@@ -24,14 +30,31 @@ BUILTIN_PLUGINS = (
     "spnas.devices.flops",
     "spnas.devices.pixel1",
     "spnas.strategies.single_path",
+    "spnas.strategies.random_search",
+    "spnas.strategies.evolution",
+    "spnas.strategies.rl",
 )
 
+#: kind -> (hook name, plural for messages)
 KINDS = {
-    "strategy": ("spnas_register_strategies", "strategies", "spnas search --strategy"),
-    "device": ("spnas_register_devices", "devices", "--device"),
-    "space": ("spnas_register_search_spaces", "search spaces", "--space"),
-    "dataset": ("spnas_register_datasets", "data sets", "--data"),
+    "strategy": ("spnas_register_strategies", "strategies"),
+    "device": ("spnas_register_devices", "devices"),
+    "space": ("spnas_register_search_spaces", "search spaces"),
+    "dataset": ("spnas_register_datasets", "data sets"),
 }
+
+ENTRY_POINT_GROUP = "spnas"
+
+
+@dataclass
+class PluginInfo:
+    """One loaded (or broken) plugin: where it comes from and what it registered."""
+
+    name: str
+    distribution: str
+    version: str
+    registered: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
+    error: str | None = None
 
 
 @dataclass
@@ -39,13 +62,18 @@ class Registry:
     """Name -> object tables for each kind, filled by the plugins' hooks."""
 
     entries: dict[str, dict[str, tuple[Any, str]]] = field(default_factory=lambda: {k: {} for k in KINDS})
-    broken: dict[str, str] = field(default_factory=dict)
-    plugins: list[str] = field(default_factory=list)
+    plugins: list[PluginInfo] = field(default_factory=list)
+
+    @property
+    def broken(self) -> dict[str, str]:
+        return {p.name: p.error for p in self.plugins if p.error is not None}
 
     def get(self, kind: str, name: str) -> Any:
+        """The object registered as ``name``; an unknown name lists the available ones."""
         table = self.entries[kind]
         if name not in table:
-            extra = f"; broken plugins: {', '.join(self.broken)}" if self.broken else ""
+            broken = self.broken
+            extra = "; broken plugins: " + ", ".join(broken) if broken else ""
             raise SpnasError(
                 f"unknown {kind} {name!r}; available: {', '.join(sorted(table)) or 'none'} "
                 f"(see 'spnas plugins'){extra}"
@@ -55,48 +83,69 @@ class Registry:
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries[kind])
 
+    def plugin_of(self, kind: str, name: str) -> str:
+        return self.entries[kind][name][1]
+
     def space_path(self, name: str) -> Path:
         return Path(self.get("space", name))
 
-    def _collect(self, pm: pluggy.PluginManager, plugin: Any, plugin_name: str) -> None:
-        for kind, (hook, _, _) in KINDS.items():
-            impl = getattr(plugin, hook, None)
-            if impl is None:
-                continue
+    def add(self, pm: pluggy.PluginManager, plugin: Any, info: PluginInfo) -> None:
+        """Register ``plugin`` with pluggy (which checks its hooks against the specs) and collect
+        what each of its hooks registers. Nothing is kept if the plugin fails half-way."""
+        pm.register(plugin, name=info.name)
+        added: list[tuple[str, str]] = []
+        try:
+            for kind, (hook, _) in KINDS.items():
+                for impl in getattr(pm.hook, hook).get_hookimpls():
+                    if impl.plugin is not plugin:
+                        continue
+                    impl.function(register=self._register_fn(kind, info.name, added))
+        except BaseException:
+            for kind, name in added:
+                self.entries[kind].pop(name, None)
+            pm.unregister(plugin)
+            raise
+        info.registered = added
+        self.plugins.append(info)
 
-            def register(name: str, obj: Any, _kind: str = kind) -> None:
-                table = self.entries[_kind]
-                if name in table:
-                    raise SpnasError(
-                        f"{_kind} {name!r} is registered twice: by plugin {table[name][1]!r} "
-                        f"and by plugin {plugin_name!r}"
-                    )
-                table[name] = (obj, plugin_name)
+    def _register_fn(self, kind: str, plugin_name: str, added: list[tuple[str, str]]):
+        def register(name: str, obj: Any) -> None:
+            if not isinstance(name, str) or not name:
+                raise SpnasError(f"plugin {plugin_name!r} registered a {kind} with a bad name {name!r}")
+            table = self.entries[kind]
+            if name in table:
+                raise SpnasError(
+                    f"{kind} {name!r} is registered twice: by plugin {table[name][1]!r} and by plugin {plugin_name!r}"
+                )
+            table[name] = (obj, plugin_name)
+            added.append((kind, name))
 
-            impl(register=register)
+        return register
+
+
+def autoload_enabled() -> bool:
+    return os.environ.get("SPNAS_DISABLE_PLUGIN_AUTOLOAD", "").lower() not in ("1", "true", "yes")
 
 
 def _load() -> Registry:
+    from spnas import __version__
+
     registry = Registry()
     pm = pluggy.PluginManager("spnas")
     pm.add_hookspecs(hookspecs)
-    for modname in BUILTIN_PLUGINS:
-        module = importlib.import_module(modname)
-        pm.register(module, name=modname)
-        registry._collect(pm, module, modname)
-        registry.plugins.append(modname)
-    if os.environ.get("SPNAS_DISABLE_PLUGIN_AUTOLOAD", "") not in ("1", "true", "yes"):
-        for ep in metadata.entry_points(group="spnas"):
-            label = f"{ep.name} ({ep.dist.name if ep.dist else '?'})"
+    for modname in BUILTIN_PLUGINS:  # a broken built-in is a bug: let it raise
+        registry.add(pm, importlib.import_module(modname), PluginInfo(modname, "spnas", __version__))
+    if autoload_enabled():
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist is not None else "?"
+            version = ep.dist.version if ep.dist is not None else "?"
+            info = PluginInfo(ep.name, dist, version)
             try:
-                plugin = ep.load()
-                pm.register(plugin, name=ep.name)
-                registry._collect(pm, plugin, ep.name)
-                registry.plugins.append(label)
-            except SpnasError:
-                raise
+                registry.add(pm, ep.load(), info)
             except Exception as exc:  # a broken plugin must not take the others down
-                registry.broken[label] = f"{type(exc).__name__}: {exc}"
+                first = (str(exc).strip().splitlines() or [""])[0]
+                info.error = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+                registry.plugins.append(info)
     return registry
 
 
@@ -109,3 +158,9 @@ def get_registry() -> Registry:
     if _REGISTRY is None:
         _REGISTRY = _load()
     return _REGISTRY
+
+
+def reset_registry() -> None:
+    """Forget the loaded registry (tests that install or fake plugins)."""
+    global _REGISTRY
+    _REGISTRY = None

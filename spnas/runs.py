@@ -112,12 +112,20 @@ class RunDir:
         self._log.write(json.dumps(_plain(record)) + "\n")
         self._log.flush()
 
-    def truncate_log(self, keep_steps: int) -> None:
-        """Drop log lines past ``keep_steps`` (the ones written after the checkpoint a resume starts from)."""
+    def truncate_log(self, keep_steps: int, key: str = "step") -> None:
+        """Drop log lines whose ``key`` is past ``keep_steps`` (the ones written after the checkpoint a
+        resume starts from), and a torn last line left by a killed process."""
         if not self.log_path.exists():
             return
         lines = self.log_path.read_text(encoding="utf-8").splitlines()
-        kept = [l for l in lines if l.strip() and json.loads(l).get("step", 0) <= keep_steps]
+        kept = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get(key, 0) <= keep_steps:
+                kept.append(line)
         atomic_write_text(self.log_path, "".join(l + "\n" for l in kept))
 
     def save_checkpoint(self, state: dict) -> None:

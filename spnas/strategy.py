@@ -55,9 +55,13 @@ class SearchResult:
     run_dir: Path | None
     history: tuple[Mapping[str, Any], ...] = ()
     details: Mapping[str, Any] = field(default_factory=dict)
+    #: sampling strategies: the evaluated candidates no other candidate beats on both accuracy
+    #: and latency, by increasing latency (``{"arch", "accuracy", "latency"}`` each)
+    pareto_front: tuple[Mapping[str, Any], ...] = ()
 
     def to_dict(self) -> dict:
         """The content of ``result.yaml`` (history stays in log.jsonl)."""
+        front = {"pareto_front": [dict(p) for p in self.pareto_front]} if self.pareto_front else {}
         return {
             "strategy": self.strategy,
             "space": self.space,
@@ -70,7 +74,30 @@ class SearchResult:
             "macs": self.macs,
             "run_dir": str(self.run_dir) if self.run_dir else None,
             **dict(self.details),
+            **front,
         }
+
+
+def option(default: Any, help: str = "", *, choices: tuple | None = None, metavar: str | None = None,
+           cli: bool = True) -> Any:
+    """A strategy option: a dataclass field whose metadata becomes a ``spnas search`` flag.
+
+    The flag is the field name with dashes (``batch_size`` -> ``--batch-size``; a trailing ``_``
+    is dropped, ``lambda_`` -> ``--lambda``); its type comes from the annotation. ``cli=False``
+    keeps an option out of the command line (it can still be set from Python).
+    """
+    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar, "cli": cli})
+
+
+def flag_name(option_name: str) -> str:
+    return "--" + option_name.rstrip("_").replace("_", "-")
+
+
+def check_options(strategy: str, checks: list[tuple[str, bool, str]], values: Any) -> None:
+    """Raise the CLI-style error for the first failed ``(option, ok, allowed)`` check."""
+    for name, ok, allowed in checks:
+        if not ok:
+            raise SpnasError(f"{strategy}: {flag_name(name)} {getattr(values, name)!r} is not allowed; use {allowed}")
 
 
 class Strategy:

@@ -20,8 +20,10 @@ from torch.utils.data import DataLoader
 
 from spnas.builder import Supernet, recalibrate_bn
 from spnas.errors import SpnasError
+from spnas.oneshot import SUPERNET_FILE, save_supernet
 from spnas.hookspecs import hookimpl
-from spnas.strategy import DifferentiableStrategy, SearchContext, SearchResult, rng_state, seed_everything, set_rng_state
+from spnas.strategy import (DifferentiableStrategy, SearchContext, SearchResult, check_options, option, rng_state,
+                            seed_everything, set_rng_state)
 from spnas.target import WINDOW, check_target, project
 
 CHECKPOINT_FORMAT = "spnas-single-path-v1"
@@ -38,24 +40,28 @@ class SinglePathOptions:
     for every option not given explicitly (see :data:`AUTHORS_RECIPE`).
     """
 
-    epochs: int = 8
-    batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 1e-2
-    threshold_lr: float | None = 0.05  # None: the weights' rate
-    threshold_units: str = "relative"  # or "absolute" (the paper); see docs/superkernel.md
-    decay_thresholds: bool = False  # cosine-decay the thresholds' rate with the weights' (authors: yes)
-    weight_decay: float = 1e-5
-    threshold_weight_decay: float = 0.0  # the authors' L2 covers thresholds too (1e-5)
-    label_smoothing: float = 0.0
-    lambda_: float = 0.02
-    lambda_scale: float = 1e3  # multiplies lambda, as in the authors' code
-    keep_prob: float = 0.9  # indicator dropout in the warm-up (authors: 0.6; too strong for ~20 steps an epoch)
-    warmup_epochs: int | None = None  # default: round(5/8 of epochs), as in the authors' 8-epoch search
-    target: float | None = None
-    log_every: int = 1
-    bn_batches: int = 20  # batches to recalibrate BatchNorm of the found architecture (as SPOS)
-    recipe: str = "cpu"
+    epochs: int = option(8, "search epochs")
+    batch_size: int = option(64, "batch size")
+    optimizer: str = option("adam", "optimizer of weights and thresholds", choices=OPTIMIZERS)
+    lr: float = option(1e-2, "learning rate of the weights")
+    threshold_lr: float | None = option(0.05, "learning rate of the thresholds (default 0.05; authors: the weights' rate)")
+    threshold_units: str = option("relative", "thresholds in units of each subset's initial norm, or absolute (the "
+                                  "paper); see docs/superkernel.md", choices=("relative", "absolute"))
+    decay_thresholds: bool = option(False, "cosine-decay the thresholds' rate with the weights' (authors: yes)")
+    weight_decay: float = option(1e-5, "weight decay of the weights")
+    threshold_weight_decay: float = option(0.0, "weight decay of the thresholds (authors: 1e-5)")
+    label_smoothing: float = option(0.0, "label smoothing (authors: 0.1)")
+    lambda_: float = option(0.02, "runtime-loss weight lambda")
+    lambda_scale: float = option(1e3, "multiplies lambda, as the authors' 1e3")
+    keep_prob: float = option(0.9, "indicator keep probability in the warm-up (authors 0.6; too strong for "
+                              "~20 steps an epoch)")
+    warmup_epochs: int | None = option(None, "epochs of indicator dropout, runtime term off (default 5/8 of "
+                                       "--epochs, as the authors' 5 of 8)")
+    target: float | None = option(None, "target cost in the device's units: result <= T and within 5%% of T",
+                                  metavar="T")
+    log_every: int = option(1, "log every N steps", cli=False)
+    bn_batches: int = option(20, "batches to recalibrate BatchNorm of the found architecture (as SPOS)")
+    recipe: str = option("cpu", "option preset; a preset never overrides an explicit flag", choices=("cpu", "authors"))
 
     def __post_init__(self) -> None:
         if self.recipe not in ("cpu", "authors"):
@@ -64,16 +70,12 @@ class SinglePathOptions:
             raise SpnasError(f"--threshold-units {self.threshold_units!r} is not known; allowed: relative, absolute")
         if self.optimizer not in OPTIMIZERS:
             raise SpnasError(f"--optimizer {self.optimizer!r} is not known; allowed: {', '.join(OPTIMIZERS)}")
-        checks = [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
+        check_options("single-path", [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                   ("lr", self.lr > 0, "> 0"), ("keep_prob", 0 < self.keep_prob <= 1, "in (0, 1]"),
                   ("lambda_scale", self.lambda_scale > 0, "> 0"), ("lambda_", self.lambda_ >= 0, ">= 0"),
                   ("target", self.target is None or self.target > 0, "> 0"),
                   ("warmup_epochs", self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
-                   f"in [0, --epochs {self.epochs}]")]
-        for name, ok, allowed in checks:
-            if not ok:
-                flag = name.rstrip("_").replace("_", "-")
-                raise SpnasError(f"--{flag} {getattr(self, name)!r} is not allowed; use {allowed}")
+                   f"in [0, --epochs {self.epochs}]"), ("bn_batches", self.bn_batches >= 1, ">= 1")], self)
 
     @property
     def warmup(self) -> int:
@@ -240,7 +242,9 @@ class SinglePathStrategy(DifferentiableStrategy):
         recalibrate_bn(net, bn_batches, arch=arch, device=ctx.accelerator)
         acc = evaluate(net, val, ctx.accelerator, arch=arch)
         params, macs = ctx.space.cost(arch)
-        details: dict[str, Any] = {"epochs": opts.epochs, "seed": ctx.seed,
+        # the trained supernet, reusable by the sampling strategies (--supernet PATH)
+        supernet = save_supernet(ctx.run.path / SUPERNET_FILE, net, "single-path", {"epochs": opts.epochs, "seed": ctx.seed})
+        details: dict[str, Any] = {"epochs": opts.epochs, "seed": ctx.seed, "supernet": str(supernet),
                                    "lambda": opts.lambda_, "lambda_scale": opts.lambda_scale}
         if opts.target is not None:
             details.update(target=opts.target, readout_arch=str(readout),

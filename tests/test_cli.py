@@ -36,7 +36,7 @@ def test_arch_command_with_pixel1_table(pixel1_json, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["search", "--strategy", "evo"], "unknown strategy 'evo'; available: single-path"),
+    (["search", "--strategy", "evo"], "unknown strategy 'evo'; available: evolution, random, rl, single-path (see 'spnas plugins')"),
     (["search", "--space", "nope.yaml"], "nope.yaml: no such search-space file"),
     (["search", "--device", "phone"], "unknown device 'phone'; available: flops, pixel1"),
     (["search", "--data", "mnist"], "unknown dataset 'mnist'; available: digits, imagefolder"),

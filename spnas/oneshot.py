@@ -1,0 +1,157 @@
+"""The shared supernet of the sampling strategies: uniform single-path training and its file.
+
+Single Path One-Shot (Guo et al. 2020, Sec. 3.2) trains the supernet by sampling one path per
+step, each layer's choice uniformly at random, so that every candidate inherits weights trained
+about as much as any other. spnas trains the same :class:`~spnas.builder.Supernet` (the
+SuperMBConv superkernels of the single-path search) this way; a candidate is then run on its
+sliced weights (fixed-choice mode). The trained supernet is written as ``supernet.pt`` in the run
+directory, and any strategy can reuse it with ``--supernet PATH``; a single-path search writes a
+``supernet.pt`` of the same format, so its weights can be reused the same way.
+
+Example:
+    >>> net = train_uniform(space, data, UniformTraining(epochs=1), run)        # doctest: +SKIP
+    >>> net = load_supernet("runs/evolution-tiny/supernet.pt", space)            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from spnas.builder import Supernet
+from spnas.data import DataSplit
+from spnas.errors import SpnasError
+from spnas.graph import SpaceGraph
+from spnas.runs import RunDir, atomic_write_bytes, load_checkpoint
+
+SUPERNET_FORMAT = "spnas-supernet-v1"
+TRAINING_FORMAT = "spnas-uniform-training-v1"
+SUPERNET_FILE = "supernet.pt"
+
+
+@dataclass(frozen=True)
+class UniformTraining:
+    """How the shared supernet is trained: Adam with a cosine schedule, one uniform path per step."""
+
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 1e-2
+    weight_decay: float = 1e-5
+
+
+def save_supernet(path: str | Path, net: Supernet, trained_by: str, info: dict | None = None) -> Path:
+    """Write ``net``'s weights with what they fit: the space's name, signature and classes."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save({
+        "format": SUPERNET_FORMAT, "space": net.space.name, "space_signature": net.space.signature(),
+        "num_classes": net.space.spec.num_classes, "trained_by": trained_by, "info": dict(info or {}),
+        "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+    }, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
+def load_supernet(path: str | Path, space: SpaceGraph, device: torch.device | str = "cpu") -> Supernet:
+    """A supernet of ``space`` with the weights in ``path`` (loaded with ``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpnasError(f"--supernet {path}: no such file (use the supernet.pt of a finished run)")
+    state = load_checkpoint(path)
+    if state.get("format") != SUPERNET_FORMAT:
+        raise SpnasError(f"--supernet {path}: a {state.get('format')!r} file, not a supernet "
+                         f"({SUPERNET_FORMAT}); use the supernet.pt of a finished run")
+    if state.get("space_signature") != space.signature() or state.get("num_classes") != space.spec.num_classes:
+        raise SpnasError(
+            f"--supernet {path}: trained on space {state.get('space')!r} with {state.get('num_classes')} classes "
+            f"(signature {state.get('space_signature')}); this search is on {space.name!r} with "
+            f"{space.spec.num_classes} classes (signature {space.signature()})")
+    net = Supernet(space)
+    try:
+        net.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise SpnasError(f"--supernet {path}: weights do not fit space {space.name!r} ({str(exc)[:160]})") from None
+    return net.to(device)
+
+
+def _loader(data: DataSplit, batch_size: int, generator: torch.Generator) -> DataLoader:
+    loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
+    if len(loader) == 0:
+        raise SpnasError(f"--batch-size {batch_size} is larger than the training set ({len(data.train)} images)")
+    return loader
+
+
+def train_uniform(space: SpaceGraph, data: DataSplit, opts: UniformTraining, run: RunDir, *, seed: int = 0,
+                  device: torch.device | str = "cpu", resume: bool = False, progress: bool = True) -> Supernet:
+    """Train a supernet with one uniformly sampled path per step; returns it and writes ``supernet.pt``.
+
+    A checkpoint is written to the run directory after every epoch; with ``resume=True`` training
+    continues from it (or is skipped when ``supernet.pt`` is already there).
+    """
+    device = torch.device(device)
+    final = run.path / SUPERNET_FILE
+    if resume and final.is_file():
+        return load_supernet(final, space, device)
+    torch.manual_seed(seed)
+    net = Supernet(space).to(device)
+    optimizer = torch.optim.Adam(net.weight_parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    gen = torch.Generator()
+    loader = _loader(data, opts.batch_size, gen)
+    total = opts.epochs * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    paths = random.Random(seed)  # the uniform path of each step
+    epoch = step = 0
+    if resume and run.checkpoint_path.is_file():
+        ckpt = run.load_checkpoint()
+        if ckpt.get("format") == TRAINING_FORMAT:
+            net.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            paths.setstate(_tuplify(ckpt["paths"]))
+            epoch, step = ckpt["epoch"], ckpt["step"]
+            run.truncate_log(step)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=step, desc="supernet (uniform paths)", unit="step", disable=not progress,
+               dynamic_ncols=True, leave=False)
+    net.train()
+    try:
+        for epoch in range(epoch, opts.epochs):
+            gen.manual_seed(seed * 1000 + epoch)  # the data order of an epoch survives a resume
+            for x, y in loader:
+                arch = space.random(paths)
+                loss = F.cross_entropy(net(x.to(device), arch=arch), y.to(device))
+                if not torch.isfinite(loss):
+                    raise SpnasError(f"supernet training: the loss became {float(loss)} at step {step}; lower --lr")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                sched.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(ce=f"{loss.item():.3f}", refresh=False)
+            run.log({"phase": "supernet", "epoch": epoch + 1, "step": step, "ce": loss.item()})
+            run.save_checkpoint({
+                "format": TRAINING_FORMAT, "epoch": epoch + 1, "step": step, "model": net.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(),
+                "paths": _listify(paths.getstate()), "options": asdict(opts),
+            })
+    finally:
+        bar.close()
+    save_supernet(final, net, "uniform", {"epochs": opts.epochs, "seed": seed, **asdict(opts)})
+    return net
+
+
+def _listify(x):
+    return [_listify(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x

@@ -210,14 +210,19 @@ def cmd_device_import(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from spnas.registry import KINDS, get_registry
+    from spnas.registry import autoload_enabled, get_registry
 
     reg = get_registry()
-    for kind in KINDS:
-        for name in reg.names(kind):
-            print(f"{kind:<9}{name:<18}{reg.entries[kind][name][1]}")
-    for label, error in reg.broken.items():
-        print(f"broken   {label}: {error}")
+    for info in reg.plugins:
+        origin = f"{info.distribution} {info.version}"
+        if info.error is not None:
+            print(f"{info.name} ({origin}): BROKEN: {info.error}")
+            continue
+        print(f"{info.name} ({origin})")
+        for kind, name in info.registered:
+            print(f"    {kind:<9}{name}")
+    if not autoload_enabled():
+        print("(entry-point plugins not loaded: SPNAS_DISABLE_PLUGIN_AUTOLOAD is set)")
     return 0
 
 

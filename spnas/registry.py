@@ -63,6 +63,7 @@ class Registry:
 
     entries: dict[str, dict[str, tuple[Any, str]]] = field(default_factory=lambda: {k: {} for k in KINDS})
     plugins: list[PluginInfo] = field(default_factory=list)
+    pm: pluggy.PluginManager = field(default_factory=lambda: _plugin_manager())
 
     @property
     def broken(self) -> dict[str, str]:
@@ -89,9 +90,12 @@ class Registry:
     def space_path(self, name: str) -> Path:
         return Path(self.get("space", name))
 
-    def add(self, pm: pluggy.PluginManager, plugin: Any, info: PluginInfo) -> None:
+    def add(self, plugin: Any, info: PluginInfo) -> None:
         """Register ``plugin`` with pluggy (which checks its hooks against the specs) and collect
         what each of its hooks registers. Nothing is kept if the plugin fails half-way."""
+        pm = self.pm
+        if pm.is_registered(plugin):
+            return
         pm.register(plugin, name=info.name)
         added: list[tuple[str, str]] = []
         try:
@@ -123,6 +127,12 @@ class Registry:
         return register
 
 
+def _plugin_manager() -> pluggy.PluginManager:
+    pm = pluggy.PluginManager("spnas")
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
 def autoload_enabled() -> bool:
     return os.environ.get("SPNAS_DISABLE_PLUGIN_AUTOLOAD", "").lower() not in ("1", "true", "yes")
 
@@ -131,20 +141,18 @@ def _load() -> Registry:
     from spnas import __version__
 
     registry = Registry()
-    pm = pluggy.PluginManager("spnas")
-    pm.add_hookspecs(hookspecs)
     for modname in BUILTIN_PLUGINS:  # a broken built-in is a bug: let it raise
-        registry.add(pm, importlib.import_module(modname), PluginInfo(modname, "spnas", __version__))
+        registry.add(importlib.import_module(modname), PluginInfo(modname, "spnas", __version__))
     if autoload_enabled():
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = ep.dist.name if ep.dist is not None else "?"
             version = ep.dist.version if ep.dist is not None else "?"
             info = PluginInfo(ep.name, dist, version)
             try:
-                registry.add(pm, ep.load(), info)
+                registry.add(ep.load(), info)
             except Exception as exc:  # a broken plugin must not take the others down
-                first = (str(exc).strip().splitlines() or [""])[0]
-                info.error = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+                text = " ".join(str(exc).split())[:300]  # one line, however long the original
+                info.error = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
                 registry.plugins.append(info)
     return registry
 
@@ -158,6 +166,17 @@ def get_registry() -> Registry:
     if _REGISTRY is None:
         _REGISTRY = _load()
     return _REGISTRY
+
+
+def register_plugin(plugin: Any, name: str | None = None, distribution: str = "?", version: str = "?") -> None:
+    """Add a plugin (a module or object with hook implementations) to the live registry, as an
+    entry point would; a plugin already registered is left alone. For tests and notebooks::
+
+        import spnas_optuna.plugin
+        register_plugin(spnas_optuna.plugin)
+    """
+    name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+    get_registry().add(plugin, PluginInfo(name, distribution, version))
 
 
 def reset_registry() -> None:

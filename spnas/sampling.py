@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Sequence
 
@@ -197,7 +198,10 @@ class SamplingStrategy(Strategy):
             f"architectures of {self.space.name} reach {lo:.4f} to {hi:.4f} {self.runtime.units}; widen the window")
 
     def check(self, space: SpaceGraph, runtime: RuntimeModel) -> None:
+        """Refuse an impossible constraint or a missing supernet before a run directory is written."""
         Constraint.from_options(self.options, runtime)
+        if self.options.supernet and not Path(self.options.supernet).is_file():
+            raise SpnasError(f"--supernet {self.options.supernet}: no such file (use the supernet.pt of a finished run)")
 
     def search(self, ctx: SearchContext) -> SearchResult:
         """Train (or load) the shared supernet, then drive ask/tell until the budget is spent."""

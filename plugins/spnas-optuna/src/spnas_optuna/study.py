@@ -1,0 +1,262 @@
+"""One Optuna study behind spnas's ask/tell driver: the half that ``optuna-tpe`` and ``optuna-nsga2`` share.
+
+:class:`OptunaStrategy` turns each :meth:`~OptunaStrategy.ask` into an Optuna trial (one
+``suggest_categorical`` per searchable layer, over the layer's op strings, named ``layer_00``,
+``layer_01``, ...) and each :meth:`~OptunaStrategy.tell` into ``study.tell``. The driver keeps
+owning the budget, the latency constraint and deduplication; the study is told everything the
+driver reports, so that the sampler learns from all of it:
+
+* ``evaluated``: the supernet accuracy (and, for a multi-objective sampler, the latency);
+* ``duplicate``: the accuracy of the earlier evaluation (no evaluation spent);
+* ``infeasible`` (outside the latency constraint, not evaluated): accuracy 0.0 and a positive
+  constraint violation, which the sampler's ``constraints_func`` reads, so that it learns where
+  the feasible region lies.
+
+Every Optuna trial carries the user attributes ``arch`` (the architecture string), ``latency``,
+``violation`` (0 inside the constraint, else how far outside the latency window, in the
+device's units) and ``status`` (the driver's, or ``reused``, below).
+
+**Storage.** Without ``storage`` the study lives in memory: the sampler is seeded with the
+search seed, so a seed gives the same asks, and ``--resume`` replays the recorded trials through
+ask/tell (the base class's ``replay``), which rebuilds the study exactly. With ``storage`` (an
+Optuna storage URL such as ``sqlite:///study.db``) the study is created, or joined, by name
+(``study_name``; default ``spnas-<strategy>-<space>-seed<seed>``), so several processes, at
+the same time or one after another, share one study:
+
+* a study that already holds trials is continued, not restarted: the sampler's seed is derived
+  from the search seed and the number of trials already there (a fresh study gets the search
+  seed itself), so a joining or resumed process does not repeat the random start-up candidates
+  of the first one;
+* an architecture that the study evaluated already (in another process, or in an earlier run)
+  is not handed to the driver, which would evaluate it again: the new Optuna trial is told the
+  stored accuracy (``status`` ``reused``) and the sampler is asked again, at most ``max_stall``
+  times in a row (then the search stops: nothing new to ask);
+* ``--resume`` does not ask again, since the study holds the recorded trials already: the
+  overridden :meth:`~OptunaStrategy.replay` checks that the study holds every evaluated trial of
+  the checkpoint, and the search goes on from the study as it stands. A resumed run thus
+  continues the study; unlike with the study in memory, it does not repeat, candidate by
+  candidate, what an uninterrupted run would have asked. (If the storage's study is empty, for
+  example a new file, the recorded trials are replayed into it through ask/tell.)
+
+A trial whose evaluation was interrupted (Ctrl-C) stays RUNNING in the storage; Optuna's samplers
+ignore running trials (TPE with ``constant_liar`` counts them as bad ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from spnas.arch import Architecture
+from spnas.errors import SpnasError
+from spnas.sampling import EVALUATED, INFEASIBLE, SamplingOptions, SamplingStrategy, Trial
+from spnas.strategy import SearchContext, SearchResult, check_options, option
+
+#: ``status`` of an Optuna trial told the stored accuracy of an architecture the study evaluated before
+REUSED = "reused"
+ARCH, LATENCY, VIOLATION, STATUS = "arch", "latency", "violation", "status"
+#: study user attributes that tie a stored study to one strategy and one space
+STUDY_ATTRS = ("spnas_strategy", "spnas_space", "spnas_space_signature")
+
+
+def param_name(index: int) -> str:
+    """The Optuna parameter of searchable layer ``index``: ``layer_00``, ``layer_01``, ..."""
+    return f"layer_{index:02d}"
+
+
+def constraint_violation(trial: FrozenTrial) -> list[float]:
+    """The samplers' ``constraints_func``: the ``violation`` user attribute (<= 0 is feasible)."""
+    return [float(trial.user_attrs.get(VIOLATION, 0.0))]
+
+
+def quiet_optuna() -> None:
+    """No INFO line per trial: Optuna's logging down to WARNING (left alone if set higher)."""
+    if optuna.logging.get_verbosity() < optuna.logging.WARNING:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def describe_storage(url: str | None) -> str:
+    """The storage URL for messages and result.yaml, with any password masked."""
+    return "in memory" if url is None else re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+@dataclass
+class OptunaOptions(SamplingOptions):
+    """Options of every Optuna strategy (besides the sampling ones)."""
+
+    storage: str | None = option(None, "Optuna storage URL, e.g. sqlite:///study.db: processes that give the same "
+                                       "URL and study name share one study (default: in memory)", metavar="URL")
+    study_name: str | None = option(None, "the study's name in the storage (default: "
+                                          "spnas-<strategy>-<space>-seed<seed>)", metavar="NAME")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_options("optuna", [
+            ("storage", self.storage is None or bool(self.storage.strip()), "a URL such as sqlite:///study.db"),
+            ("study_name", self.study_name is None or bool(self.study_name.strip()), "a non-empty name"),
+        ], self)
+
+
+class OptunaStrategy(SamplingStrategy):
+    """An ask/tell strategy backed by an Optuna study; subclasses choose the sampler and the objectives."""
+
+    Options = OptunaOptions
+    default_evaluations: ClassVar[int] = 100
+    #: the study's directions, one per value of :meth:`objectives`
+    directions: ClassVar[tuple[str, ...]] = ("maximize",)
+
+    def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:  # pragma: no cover - abstract
+        """The sampler, seeded with ``seed``; give it ``constraints_func=constraint_violation``."""
+        raise NotImplementedError
+
+    def objectives(self, accuracy: float, latency: float) -> list[float]:
+        """The values told to the study (default: the accuracy alone)."""
+        return [accuracy]
+
+    # --- the study -----------------------------------------------------------------------
+    def setup(self, space, runtime, constraint, seed) -> None:
+        super().setup(space, runtime, constraint, seed)
+        quiet_optuna()
+        o: OptunaOptions = self.options
+        self.study_name = o.study_name or f"spnas-{self.name}-{space.name}-seed{seed}"
+        self.choices = [[str(op) for op in layer.ops] for layer in space.searchable]
+        self.pending: dict[str, optuna.trial.Trial] = {}  # asked architecture -> its Optuna trial
+        self.known: set[str] = set()  # architectures this run told (or replayed): the driver's business
+        self.reused = 0
+        try:
+            self.study = optuna.create_study(storage=o.storage, study_name=self.study_name, load_if_exists=True,
+                                             directions=list(self.directions),
+                                             sampler=optuna.samplers.RandomSampler(seed=0))  # replaced below
+        except Exception as exc:  # a malformed URL, a missing database driver, an unreachable server
+            raise SpnasError(f"{self.name}: cannot open study {self.study_name!r} in storage "
+                             f"{describe_storage(o.storage)}: {type(exc).__name__}: {exc}") from exc
+        self._check_study()
+        #: trials the study held before this run (other processes, earlier runs)
+        self.joined = len(self.study.get_trials(deepcopy=False))
+        with warnings.catch_warnings():  # constraints_func and friends are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.sampler = self.make_sampler(self.sampler_seed(seed, self.joined))
+
+    @staticmethod
+    def sampler_seed(seed: int, existing: int) -> int:
+        """The search seed for a fresh study; mixed with the number of trials when joining one."""
+        if existing == 0:
+            return seed % 2**32
+        return int(np.random.SeedSequence([seed % 2**32, existing]).generate_state(1)[0])
+
+    def _check_study(self) -> None:
+        """Refuse a stored study of another strategy, space or direction (its parameters would clash)."""
+        study, space = self.study, self.space
+        want = dict(zip(STUDY_ATTRS, (self.name, space.name, space.signature)))
+        have = study.user_attrs
+        directions = [d.name.lower() for d in study.directions]
+        if directions != list(self.directions) or any(have.get(k, v) != v for k, v in want.items()):
+            raise SpnasError(
+                f"{self.name}: study {self.study_name!r} in {describe_storage(self.options.storage)} is a "
+                f"{have.get('spnas_strategy', '?')} search of space {have.get('spnas_space', '?')} "
+                f"({'/'.join(directions)}); this search is {self.name} on {space.name}: give another --study-name")
+        for k, v in want.items():
+            if k not in have:
+                study.set_user_attr(k, v)
+
+    # --- ask / tell ----------------------------------------------------------------------
+    def ask(self) -> Architecture | None:
+        for _ in range(self.options.max_stall):
+            ot = self.study.ask()
+            arch = self.space.arch(ot.suggest_categorical(param_name(i), c) for i, c in enumerate(self.choices))
+            key = str(arch)
+            accuracy = self._stored_accuracy(key, arch)
+            if accuracy is None:
+                self.pending[key] = ot
+                return arch
+            self._tell(ot, key, accuracy, self.runtime.predict(arch), REUSED)
+            self.reused += 1
+        return None
+
+    def tell(self, trial: Trial) -> None:
+        ot = self.pending.pop(trial.key, None)
+        if ot is None:
+            raise SpnasError(f"{self.name}: told {trial.key!r}, which was not asked (or was told already)")
+        accuracy = 0.0 if trial.status == INFEASIBLE or trial.accuracy is None else trial.accuracy
+        self._tell(ot, trial.key, accuracy, trial.latency, trial.status)
+        self.known.add(trial.key)
+
+    def _tell(self, ot: optuna.trial.Trial, key: str, accuracy: float, latency: float, status: str) -> None:
+        for name, value in ((ARCH, key), (LATENCY, latency), (VIOLATION, self.violation(latency, status)),
+                            (STATUS, status)):
+            ot.set_user_attr(name, value)
+        self.study.tell(ot, self.objectives(accuracy, latency))
+
+    def violation(self, latency: float, status: str) -> float:
+        """0 for a candidate inside the constraint; else its distance to the window (> 0)."""
+        if status != INFEASIBLE:
+            return 0.0
+        c = self.constraint
+        return max(c.lo - latency, latency - c.hi, 1e-12)
+
+    def _stored_accuracy(self, key: str, arch: Architecture) -> float | None:
+        """The accuracy a stored study holds for ``key`` from outside this run (None: ask the driver)."""
+        if self.options.storage is None or key in self.known or not self.feasible(arch):
+            return None
+        for ft in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            attrs = ft.user_attrs
+            if attrs.get(ARCH) == key and attrs.get(STATUS, INFEASIBLE) != INFEASIBLE:
+                return float(ft.values[0])
+        return None
+
+    def replay(self, trials: Sequence[Trial]) -> None:
+        """Restore the state after ``trials`` on ``--resume``.
+
+        With the study in memory (or a stored study that is still empty) the recorded trials are
+        asked and told again (the base class's replay; the driver's checks apply). A stored study
+        that holds trials already is reloaded instead: every evaluated trial of the checkpoint
+        must be in it (with the same accuracy), and the search continues from the study as it is.
+        """
+        if self.options.storage is None or self.joined == 0:
+            super().replay(trials)
+            return
+        stored: dict[str, float] = {}
+        for ft in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if ft.user_attrs.get(STATUS, INFEASIBLE) != INFEASIBLE:
+                stored.setdefault(ft.user_attrs.get(ARCH), float(ft.values[0]))
+        for t in trials:
+            if t.status != EVALUATED:
+                continue
+            acc = stored.get(t.key)
+            if acc is None or not math.isclose(acc, t.accuracy, rel_tol=1e-9, abs_tol=1e-12):
+                found = "does not hold it" if acc is None else f"holds accuracy {acc!r}"
+                raise SpnasError(
+                    f"cannot resume: trial {t.number} of this run ({t.key!r}, accuracy {t.accuracy!r}) is missing from "
+                    f"study {self.study_name!r} in {describe_storage(self.options.storage)}, which {found} "
+                    f"(was --storage or --study-name changed?)")
+        self.known.update(t.key for t in trials)
+
+    # --- result --------------------------------------------------------------------------
+    def search(self, ctx: SearchContext) -> SearchResult:
+        """The driver's result (best candidate, Pareto front), plus a summary of the study."""
+        result = super().search(ctx)
+        return dataclasses.replace(result, details={**result.details, **self.summary()})
+
+    def summary(self) -> dict[str, Any]:
+        """What the study holds now (all processes that share it, when stored)."""
+        best = self.study.best_trials
+        return {
+            "study_name": self.study_name,
+            "storage": describe_storage(self.options.storage),
+            "study_trials": len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+            "study_reused": self.reused,
+            "study_best_trials": len(best),
+            "study_best_archs": len({t.user_attrs.get(ARCH) for t in best}),
+        }
+
+
+__all__ = ["OptunaOptions", "OptunaStrategy", "REUSED", "constraint_violation", "describe_storage", "param_name",
+           "quiet_optuna"]

@@ -1,0 +1,119 @@
+"""The plugin registry: built-ins through the same hooks, duplicates, broken and foreign plugins."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import subprocess
+import sys
+
+import pytest
+
+import spnas
+from spnas import registry as reg_mod
+from spnas.errors import SpnasError
+from spnas.registry import BUILTIN_PLUGINS, PluginInfo, Registry, get_registry
+
+
+class _Plugin:
+    def __init__(self, strategy_name: str):
+        self.strategy_name = strategy_name
+
+    @spnas.hookimpl
+    def spnas_register_strategies(self, register):
+        register(self.strategy_name, object)
+
+
+def test_builtins_are_registered_through_the_hooks():
+    reg = get_registry()
+    assert [p.name for p in reg.plugins[: len(BUILTIN_PLUGINS)]] == list(BUILTIN_PLUGINS)
+    impls = {i.plugin_name for i in reg.pm.hook.spnas_register_strategies.get_hookimpls()}
+    assert {"spnas.strategies.single_path", "spnas.strategies.evolution"} <= impls
+    assert reg.names("strategy") == ["evolution", "random", "rl", "single-path"]
+    assert ("strategy", "rl") in next(p for p in reg.plugins if p.name == "spnas.strategies.rl").registered
+
+
+def test_a_duplicate_name_is_refused_naming_both_plugins():
+    reg = Registry()
+    reg.add(_Plugin("dup"), PluginInfo("first-plugin", "a", "1"))
+    with pytest.raises(SpnasError, match="strategy 'dup' is registered twice: by plugin 'first-plugin' and by "
+                                         "plugin 'second-plugin'"):
+        reg.add(_Plugin("dup"), PluginInfo("second-plugin", "b", "1"))
+    assert reg.plugin_of("strategy", "dup") == "first-plugin"
+
+
+def test_an_unknown_name_lists_the_available_ones():
+    with pytest.raises(SpnasError, match=r"unknown strategy 'evo'; available: evolution, random, rl, single-path"):
+        get_registry().get("strategy", "evo")
+
+
+class _FakeEntryPoint:
+    def __init__(self, name, target, dist="fake-dist"):
+        self.name, self._target = name, target
+        self.dist = type("D", (), {"name": dist, "version": "9.9"})()
+
+    def load(self):
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+@pytest.fixture
+def fake_entry_points(monkeypatch):
+    eps = [_FakeEntryPoint("good", _Plugin("third-party")),
+           _FakeEntryPoint("broken", ImportError("No module named 'missing_dependency'")),
+           _FakeEntryPoint("clash", _Plugin("random"))]
+    monkeypatch.setattr(md, "entry_points", lambda group: eps if group == "spnas" else [])
+    monkeypatch.delenv("SPNAS_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    reg_mod.reset_registry()
+    yield
+    reg_mod.reset_registry()
+
+
+def test_a_broken_plugin_is_reported_and_does_not_take_the_others_down(fake_entry_points):
+    reg = get_registry()
+    assert reg.get("strategy", "third-party") is object
+    broken = reg.broken
+    assert broken["broken"] == "ImportError: No module named 'missing_dependency'"
+    assert "strategy 'random' is registered twice: by plugin 'spnas.strategies.random_search' and by plugin " \
+           "'clash'" in broken["clash"]
+    assert reg.get("strategy", "random").__module__ == "spnas.strategies.random_search"
+    good = next(p for p in reg.plugins if p.name == "good")
+    assert (good.distribution, good.version, good.registered) == ("fake-dist", "9.9", [("strategy", "third-party")])
+    with pytest.raises(SpnasError, match="broken plugins: broken, clash"):
+        reg.get("strategy", "nope")
+
+
+def test_spnas_plugins_lists_origins_and_errors(fake_entry_points, capsys):
+    from spnas.cli import main
+
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "spnas.strategies.evolution (spnas 0.1.0)\n    strategy evolution" in out
+    assert "good (fake-dist 9.9)\n    strategy third-party" in out
+    assert "broken (fake-dist 9.9): BROKEN: ImportError: No module named 'missing_dependency'" in out
+
+
+def test_autoload_can_be_turned_off(fake_entry_points, monkeypatch):
+    monkeypatch.setenv("SPNAS_DISABLE_PLUGIN_AUTOLOAD", "1")
+    reg_mod.reset_registry()
+    assert "third-party" not in get_registry().names("strategy")
+
+
+def test_a_hook_with_a_wrong_signature_is_a_broken_plugin(monkeypatch):
+    class Wrong:
+        @spnas.hookimpl
+        def spnas_register_strategies(self, registr):  # misspelt argument
+            pass
+
+    monkeypatch.setattr(md, "entry_points", lambda group: [_FakeEntryPoint("wrong", Wrong())])
+    monkeypatch.delenv("SPNAS_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    reg_mod.reset_registry()
+    try:
+        assert "registr" in get_registry().broken["wrong"]
+    finally:
+        reg_mod.reset_registry()
+
+
+def test_spnas_plugins_command_runs():
+    proc = subprocess.run([sys.executable, "-m", "spnas", "plugins"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "strategy single-path" in proc.stdout

@@ -57,7 +57,8 @@ class LayerNode:
     ``kind`` is ``conv`` (stem and head 1x1 conv, with BatchNorm and activation), ``mbconv``
     (fixed or searchable) or ``classifier`` (global average pooling, dropout, linear).
     ``ops`` are the candidate MBConv ops (one for a fixed MBConv; none for other kinds), and
-    ``params`` / ``macs`` are aligned with :attr:`choices`.
+    ``params`` / ``macs`` are aligned with ``ops`` (skip included, at cost 0), or hold the one
+    entry of a layer without ops.
     """
 
     name: str

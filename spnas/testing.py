@@ -200,3 +200,38 @@ class SamplingStrategyContract(StrategyContract):
         _, _, b = self.drive(seed=0, evaluations=8)
         _, _, c = self.drive(seed=1, evaluations=8)
         assert a == b and a != c
+
+
+class DeviceContract:
+    """Checks for a device plugin (set :attr:`device`, and :attr:`options` if it needs any):
+    its table covers a space, every cost is finite and >= 0, the header names the device and its
+    units, and two tables of the same space agree on which entries exist."""
+
+    device: ClassVar[str] = ""
+    options: ClassVar[dict[str, Any]] = {}
+    space: ClassVar[str] = SPACE
+
+    def table(self):
+        cls = get_registry().get("device", self.device)
+        return cls(**self.options).latency_table(SpaceGraph.load(self.space))
+
+    def test_table_covers_the_space_with_valid_costs(self):
+        import math
+
+        space = SpaceGraph.load(self.space)
+        table = self.table()
+        table.check_covers(space)
+        runtime = RuntimeModel(space, table)
+        lo, hi = runtime.bounds()
+        assert 0 <= lo <= hi and math.isfinite(hi)
+        for row in table.entries.values():
+            assert all(math.isfinite(v) and v >= 0 for v in row.values())
+
+    def test_header_names_the_device(self):
+        cls = get_registry().get("device", self.device)
+        header = self.table().header
+        assert header.device == self.device and header.units == cls.units
+
+    def test_tables_are_stable(self):
+        a, b = self.table(), self.table()
+        assert {k: sorted(v) for k, v in a.entries.items()} == {k: sorted(v) for k, v in b.entries.items()}

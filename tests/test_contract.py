@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spnas.testing import SamplingStrategyContract, StrategyContract
+from spnas.testing import DeviceContract, SamplingStrategyContract, StrategyContract
 
 
 class TestSinglePath(StrategyContract):
@@ -22,3 +22,7 @@ class TestEvolution(SamplingStrategyContract):
 
 class TestRL(SamplingStrategyContract):
     strategy = "rl"
+
+
+class TestFlopsDevice(DeviceContract):
+    device = "flops"

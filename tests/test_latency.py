@@ -101,7 +101,7 @@ def test_load_rejects_negative_fixed_cost(tmp_path):
     ({"version": 2}, r"version: 2 is not supported; this spnas reads version 1"),
     ({"extra": 1}, r"extra: unknown key; allowed keys: format, version"),
     ({"entries": []}, r"entries: \[\] is not an object"),
-    ({"header": {"device": "toy", "units": "s"}}, r"header.units: 's' is not allowed; use one of ms, MMACs"),
+    ({"header": {"device": "toy", "units": "milli seconds"}}, r"header.units: 'milli seconds' is not a unit name; use a short word such as ms or MMACs"),
     ({"header": {"device": "toy", "units": "ms", "threads": 0}}, r"header.threads: 0 is not an integer >= 1"),
     ({"header": {"device": "toy", "units": "ms", "host": 3}}, r"header.host: 3 is not a string"),
     ({"header": {"device": "", "units": "ms"}}, r"header.device: '' is not a non-empty string"),

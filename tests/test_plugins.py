@@ -117,3 +117,48 @@ def test_a_hook_with_a_wrong_signature_is_a_broken_plugin(monkeypatch):
 def test_spnas_plugins_command_runs():
     proc = subprocess.run([sys.executable, "-m", "spnas", "plugins"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "strategy single-path" in proc.stdout
+
+
+def _doc_blocks(marker: str) -> str:
+    """The Python code block of docs/plugins.md that contains ``marker``."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    return next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if marker in b)
+
+
+def test_the_plugin_guide_examples_work():
+    """The strategy and device of docs/plugins.md, run as written (our own docs, not user input)."""
+    import types
+
+    from spnas.device import resolve_table
+    from spnas.graph import SpaceGraph
+    from spnas.runtime import RuntimeModel
+    from spnas.sampling import Constraint, Driver
+    from spnas.testing import synthetic_objective
+
+    module = types.ModuleType("guide_plugin")
+    sys.modules["guide_plugin"] = module  # dataclasses look their module up
+    exec(compile(_doc_blocks("class LocalSearch") + _doc_blocks("class ParamsDevice"), "docs/plugins.md", "exec"),
+         module.__dict__)
+    reg = Registry()
+    reg.add(module, PluginInfo("guide", "docs", "0"))
+    assert reg.names("strategy") == ["local"] and reg.names("device") == ["params"]
+
+    space = SpaceGraph.load("spnas-cifar")
+    table = module.ParamsDevice().latency_table(space)
+    table.check_covers(space)
+    runtime = RuntimeModel(space, table)
+    arch = space.largest()
+    assert runtime.predict(arch) == pytest.approx(space.cost(arch)[0] / 1e6)  # two routes to the params
+
+    _, objective = synthetic_objective(space)
+    lo, hi = runtime.bounds()
+    c = Constraint(0.0, (lo + hi) / 2)
+    strategy = module.LocalSearch.from_options({"evaluations": 200, "layers": 2})
+    driver = Driver(strategy, space, runtime, objective, c)
+    trials = driver.run()
+    evaluated = [t for t in trials if t.status == "evaluated"]
+    assert len(evaluated) == 200 and all(c.ok(t.latency) for t in evaluated)
+    assert driver.result(trials).accuracy > max(t.accuracy for t in evaluated[:10])

@@ -10,7 +10,11 @@ from spnas.hookspecs import hookimpl
 from spnas.latency import LatencyTable, TableHeader
 from spnas.runtime import RuntimeModel
 from spnas.spec import SpaceSpec, load_space_file, parse_space
-from spnas.strategy import SearchContext, SearchResult, Strategy
+from spnas.strategy import DifferentiableStrategy, SearchContext, SearchResult, Strategy, option
+from spnas.sampling import Constraint, Driver, SamplingOptions, SamplingStrategy, Trial, pareto_front
+from spnas.evaluator import SupernetEvaluator
+from spnas.oneshot import UniformTraining, load_supernet, save_supernet, train_uniform
+from spnas.registry import get_registry, register_plugin
 from spnas.superkernel import MBConv, SuperMBConv
 
 __version__ = "0.1.0"
@@ -22,6 +26,9 @@ __all__ = [
     "LayerNode", "SpaceGraph", "hookimpl",
     "LatencyTable", "TableHeader", "RuntimeModel",
     "SpaceSpec", "load_space_file", "parse_space",
-    "SearchContext", "SearchResult", "Strategy",
+    "DifferentiableStrategy", "SearchContext", "SearchResult", "Strategy", "option",
+    "Constraint", "Driver", "SamplingOptions", "SamplingStrategy", "Trial", "pareto_front",
+    "SupernetEvaluator", "UniformTraining", "load_supernet", "save_supernet", "train_uniform",
+    "get_registry", "register_plugin",
     "MBConv", "SuperMBConv",
 ]

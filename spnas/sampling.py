@@ -128,8 +128,8 @@ class SamplingOptions:
                                         "training one", metavar="PATH")
     epochs: int = option(8, "epochs of uniform single-path supernet training")
     batch_size: int = option(64, "batch size of supernet training and BN recalibration")
-    lr: float = option(1e-2, "Adam learning rate of supernet training")
-    weight_decay: float = option(1e-5, "weight decay of supernet training")
+    lr: float = option(0.1, "learning rate of supernet training (SGD, Nesterov momentum 0.9, as SPOS)")
+    weight_decay: float = option(4e-5, "weight decay of supernet training (SPOS: 4e-5)")
     bn_batches: int = option(20, "training batches to recompute each candidate's BatchNorm statistics")
     max_stall: int = option(1000, "stop after this many asks in a row give no new feasible candidate")
 

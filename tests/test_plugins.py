@@ -162,3 +162,38 @@ def test_the_plugin_guide_examples_work():
     evaluated = [t for t in trials if t.status == "evaluated"]
     assert len(evaluated) == 200 and all(c.ok(t.latency) for t in evaluated)
     assert driver.result(trials).accuracy > max(t.accuracy for t in evaluated[:10])
+
+
+def test_the_optuna_plugin_installs_with_pip_and_runs_from_the_cli(tmp_path):
+    """A third-party package for real: pip builds and installs plugins/spnas-optuna (without
+    dependencies, offline), spnas finds it through its entry point, and a search runs."""
+    import os
+    import shutil
+    from pathlib import Path
+
+    pytest.importorskip("optuna")
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"
+    shutil.copytree(root / "plugins" / "spnas-optuna", src, ignore=shutil.ignore_patterns(
+        "tests", "build", "*.egg-info", "__pycache__"))
+    target = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                          "--no-index", "--target", str(target), str(src)], capture_output=True, text=True, timeout=300)
+    if pip.returncode != 0 and "bdist_wheel" in pip.stderr + pip.stdout:
+        pytest.skip(f"this environment's setuptools cannot build a wheel offline: {pip.stderr.strip()[-200:]}")
+    assert pip.returncode == 0, pip.stderr
+    env = {k: v for k, v in os.environ.items() if k != "SPNAS_DISABLE_PLUGIN_AUTOLOAD"}
+    env["PYTHONPATH"] = os.pathsep.join([str(target), str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    listed = subprocess.run([sys.executable, "-m", "spnas", "plugins"], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    assert "optuna (spnas-optuna 0.1.0)\n    strategy optuna-tpe\n    strategy optuna-nsga2" in listed.stdout
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "spnas", "search", "--strategy", "optuna-nsga2", "--space", "tiny",
+                           "--epochs", "1", "--evaluations", "8", "--bn-batches", "2", "--population", "4",
+                           "--out", str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    result = yaml.safe_load((out / "result.yaml").read_text())
+    assert result["strategy"] == "optuna-nsga2" and result["evaluations"] == 8 and result["pareto_front"]

@@ -27,8 +27,7 @@ from spnas_optuna.study import OptunaOptions, OptunaStrategy, constraint_violati
 @dataclass
 class TPEOptions(OptunaOptions):
     startup_trials: int = option(10, "random candidates before TPE takes over (TPE's n_startup_trials)")
-    multivariate: bool = option(True, "multivariate TPE: model the layers' choices jointly, not one by one "
-                                      "(--no-multivariate: independent TPE, slower here)")
+    multivariate: bool = option(True, "multivariate TPE: model the layers' choices jointly, not one by one")
     constant_liar: bool = option(False, "count trials still running in other processes as bad ones, so that "
                                         "processes sharing a --storage spread out")
 

@@ -122,6 +122,22 @@ class OptunaStrategy(SamplingStrategy):
         return [accuracy]
 
     # --- the study -----------------------------------------------------------------------
+    def check(self, space, runtime) -> None:
+        """Before anything is trained: the storage opens, and a named stored study fits this search."""
+        super().check(space, runtime)
+        o: OptunaOptions = self.options
+        if o.storage is None:
+            return
+        quiet_optuna()
+        storage = self._open(lambda: optuna.storages.get_storage(o.storage), o.study_name or "(default name)")
+        if o.study_name is not None:
+            try:
+                study_id = storage.get_study_id_from_name(o.study_name)
+            except KeyError:  # not created yet
+                return
+            self._check_study(o.study_name, space, storage.get_study_user_attrs(study_id),
+                              storage.get_study_directions(study_id))
+
     def setup(self, space, runtime, constraint, seed) -> None:
         super().setup(space, runtime, constraint, seed)
         quiet_optuna()
@@ -131,14 +147,13 @@ class OptunaStrategy(SamplingStrategy):
         self.pending: dict[str, optuna.trial.Trial] = {}  # asked architecture -> its Optuna trial
         self.known: set[str] = set()  # architectures this run told (or replayed): the driver's business
         self.reused = 0
-        try:
-            self.study = optuna.create_study(storage=o.storage, study_name=self.study_name, load_if_exists=True,
-                                             directions=list(self.directions),
-                                             sampler=optuna.samplers.RandomSampler(seed=0))  # replaced below
-        except Exception as exc:  # a malformed URL, a missing database driver, an unreachable server
-            raise SpnasError(f"{self.name}: cannot open study {self.study_name!r} in storage "
-                             f"{describe_storage(o.storage)}: {type(exc).__name__}: {exc}") from exc
-        self._check_study()
+        self.study = self._open(lambda: optuna.create_study(
+            storage=o.storage, study_name=self.study_name, directions=list(self.directions), load_if_exists=True,
+            sampler=optuna.samplers.RandomSampler(seed=0)), self.study_name)  # the sampler is replaced below
+        self._check_study(self.study_name, space, self.study.user_attrs, self.study.directions)
+        for key, value in zip(STUDY_ATTRS, self._identity(space)):
+            if key not in self.study.user_attrs:
+                self.study.set_user_attr(key, value)
         #: trials the study held before this run (other processes, earlier runs)
         self.joined = len(self.study.get_trials(deepcopy=False))
         with warnings.catch_warnings():  # constraints_func and friends are "experimental" in Optuna
@@ -152,20 +167,25 @@ class OptunaStrategy(SamplingStrategy):
             return seed % 2**32
         return int(np.random.SeedSequence([seed % 2**32, existing]).generate_state(1)[0])
 
-    def _check_study(self) -> None:
+    def _open(self, make, study_name: str):
+        try:
+            return make()
+        except Exception as exc:  # a malformed URL, a missing database driver, an unreachable server
+            raise SpnasError(f"{self.name}: cannot open study {study_name!r} in storage "
+                             f"{describe_storage(self.options.storage)}: {type(exc).__name__}: {exc}") from exc
+
+    def _identity(self, space) -> tuple[str, str, str]:
+        return self.name, space.name, space.signature()
+
+    def _check_study(self, study_name: str, space, attrs: dict, directions) -> None:
         """Refuse a stored study of another strategy, space or direction (its parameters would clash)."""
-        study, space = self.study, self.space
-        want = dict(zip(STUDY_ATTRS, (self.name, space.name, space.signature)))
-        have = study.user_attrs
-        directions = [d.name.lower() for d in study.directions]
-        if directions != list(self.directions) or any(have.get(k, v) != v for k, v in want.items()):
+        want = dict(zip(STUDY_ATTRS, self._identity(space)))
+        have = [d.name.lower() for d in directions]
+        if have != list(self.directions) or any(attrs.get(k, v) != v for k, v in want.items()):
             raise SpnasError(
-                f"{self.name}: study {self.study_name!r} in {describe_storage(self.options.storage)} is a "
-                f"{have.get('spnas_strategy', '?')} search of space {have.get('spnas_space', '?')} "
-                f"({'/'.join(directions)}); this search is {self.name} on {space.name}: give another --study-name")
-        for k, v in want.items():
-            if k not in have:
-                study.set_user_attr(k, v)
+                f"{self.name}: study {study_name!r} in {describe_storage(self.options.storage)} is a "
+                f"{attrs.get('spnas_strategy', '?')} search of space {attrs.get('spnas_space', '?')} "
+                f"({'/'.join(have)}); this search is {self.name} on {space.name}: give another --study-name")
 
     # --- ask / tell ----------------------------------------------------------------------
     def ask(self) -> Architecture | None:

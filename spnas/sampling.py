@@ -221,8 +221,13 @@ class SamplingStrategy(Strategy):
         driver = Driver(self, ctx.space, ctx.runtime, evaluate, constraint, seed=ctx.seed, run=ctx.run,
                         resume=ctx.resume, progress=ctx.progress)
         trials = driver.run()
-        details = {"supernet": str(opts.supernet or ctx.run.path / "supernet.pt"), "seed": ctx.seed}
+        details = {"supernet": str(opts.supernet or ctx.run.path / "supernet.pt"), "seed": ctx.seed,
+                   **self.result_details()}
         return driver.result(trials, details)
+
+    def result_details(self) -> dict[str, Any]:
+        """Strategy-specific facts for ``result.yaml`` (e.g. the size of an Optuna study); none by default."""
+        return {}
 
 
 class Driver:

@@ -44,7 +44,6 @@ ignore running trials (TPE with ``constant_liar`` counts them as bad ones).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import warnings
@@ -58,7 +57,7 @@ from optuna.trial import FrozenTrial, TrialState
 from spnas.arch import Architecture
 from spnas.errors import SpnasError
 from spnas.sampling import EVALUATED, INFEASIBLE, SamplingOptions, SamplingStrategy, Trial
-from spnas.strategy import SearchContext, SearchResult, check_options, option
+from spnas.strategy import check_options, option
 
 #: ``status`` of an Optuna trial told the stored accuracy of an architecture the study evaluated before
 REUSED = "reused"
@@ -260,10 +259,9 @@ class OptunaStrategy(SamplingStrategy):
         self.known.update(t.key for t in trials)
 
     # --- result --------------------------------------------------------------------------
-    def search(self, ctx: SearchContext) -> SearchResult:
-        """The driver's result (best candidate, Pareto front), plus a summary of the study."""
-        result = super().search(ctx)
-        return dataclasses.replace(result, details={**result.details, **self.summary()})
+    def result_details(self) -> dict[str, Any]:
+        """The driver's result (best candidate, Pareto front) gets a summary of the study."""
+        return self.summary()
 
     def summary(self) -> dict[str, Any]:
         """What the study holds now (all processes that share it, when stored)."""

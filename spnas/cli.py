@@ -29,10 +29,10 @@ def _space_arg(p: argparse.ArgumentParser, default: str | None = "spnas-cifar") 
                    help="registered search space name or path to a YAML file (default: %(default)s)")
 
 
-def _device_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="flops", help="latency device: flops, pixel1, ... (default: %(default)s)")
-    p.add_argument("--device-table", metavar="FILE",
-                   help="a latency table file (spnas format; for pixel1 also the authors' JSON)")
+def _device_args(p: argparse.ArgumentParser, default: str | None = "tflite") -> None:
+    from spnas.cli_latency import device_args
+
+    device_args(p, default)
 
 
 def _add_search(sub, strategy_cls: type | None) -> None:
@@ -118,7 +118,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     data = load_data(args.data, space.spec.resolution, space.spec.in_chs, seed=0, val_fraction=args.val_fraction)
     if data.num_classes != space.spec.num_classes:
         space = SpaceGraph(dataclasses.replace(space.spec, num_classes=data.num_classes))
-    runtime = RuntimeModel(space, resolve_table(args.device, space, args.device_table))
+    from spnas.cli_latency import parse_device_options
+
+    runtime = RuntimeModel(space, resolve_table(args.device, space, args.device_table,
+                                                **parse_device_options(args.device_option)))
     accel = args.accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
     if accel == "cuda" and not torch.cuda.is_available():
         raise SpnasError("--accelerator cuda: no CUDA device is available; use --accelerator cpu")
@@ -127,7 +130,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     run = RunDir(out, resume=args.resume)
     run.write_config({
         "command": "search", "strategy": args.strategy, "space": args.space, "space_name": space.name,
-        "device": args.device, "device_table": args.device_table, "data": args.data,
+        "device": args.device, "device_table": args.device_table, "device_options": args.device_option or [],
+        "data": args.data,
         "val_fraction": args.val_fraction, "seed": args.seed, "accelerator": accel,
         "options": dataclasses.asdict(strategy.options), "table_header": runtime.table.header,
     })
@@ -195,7 +199,10 @@ def cmd_arch(args: argparse.Namespace) -> int:
     print(f"params: {params} ({params / 1e6:.3f} M), MACs: {macs} ({macs / 1e6:.2f} M)")
     print(f"arch_def: {to_arch_def(arch, space)}")
     if args.device:
-        runtime = RuntimeModel(space, resolve_table(args.device, space, args.device_table))
+        from spnas.cli_latency import parse_device_options
+
+        runtime = RuntimeModel(space, resolve_table(args.device, space, args.device_table,
+                                                    **parse_device_options(args.device_option)))
         print(f"predicted latency: {runtime.predict(arch):.4f} {runtime.units} ({args.device})")
     return 0
 
@@ -263,6 +270,7 @@ def build_parser(strategy_cls: type | None = None) -> argparse.ArgumentParser:
     _space_arg(ap)
     ap.add_argument("--device", help="also predict latency on this device")
     ap.add_argument("--device-table", metavar="FILE")
+    ap.add_argument("--device-option", action="append", metavar="KEY=VALUE")
     ap.set_defaults(func=cmd_arch)
     dp = sub.add_parser("device", help="manage devices")
     dsub = dp.add_subparsers(dest="device_command", metavar="SUBCOMMAND", parser_class=_Parser)
@@ -271,6 +279,11 @@ def build_parser(strategy_cls: type | None = None) -> argparse.ArgumentParser:
     imp.add_argument("name")
     imp.add_argument("path", type=Path)
     imp.set_defaults(func=cmd_device_import)
+    from spnas.cli_export import add_export_parser
+    from spnas.cli_latency import add_latency_parsers
+
+    add_latency_parsers(sub, _space_arg)
+    add_export_parser(sub)
     sub.add_parser("plugins", help="registered strategies, devices, spaces, data sets").set_defaults(func=cmd_plugins)
     return parser
 

@@ -82,6 +82,9 @@ class LatencyTable:
     entries: dict[str, dict[str, float]]
     fixed_cost: float | None = None
     origin: str = field(default="<memory>", compare=False)
+    #: a cost paid once per network, whatever its layers (a runtime's per-inference overhead, which
+    #: every isolated-layer measurement also contains and which measured entries leave out)
+    overhead: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.header.units, str) or not _UNITS_RE.fullmatch(self.header.units):
@@ -98,6 +101,7 @@ class LatencyTable:
         object.__setattr__(self, "entries", entries)
         if self.fixed_cost is not None:
             object.__setattr__(self, "fixed_cost", self._cost(self.fixed_cost, "fixed_cost"))
+        object.__setattr__(self, "overhead", self._cost(self.overhead, "overhead"))
 
     def _fail(self, where: str, value: Any, what: str) -> NoReturn:
         raise LatencyTableError(f"{self.origin}: {where}: {describe(value)} {what}")
@@ -181,6 +185,7 @@ class LatencyTable:
             "version": VERSION,
             "header": asdict(self.header),
             "fixed_cost": self.fixed_cost,
+            "overhead": self.overhead,
             "entries": {sig: dict(row) for sig, row in self.entries.items()},
         }
 
@@ -196,7 +201,7 @@ class LatencyTable:
             raise LatencyTableError(
                 f"{where}version: {describe(data.get('version'))} is not supported; this spnas reads version {VERSION}"
             )
-        allowed = ("format", "version", "header", "fixed_cost", "entries")
+        allowed = ("format", "version", "header", "fixed_cost", "overhead", "entries")
         for key in data:
             if key not in allowed:
                 raise LatencyTableError(f"{where}{key}: unknown key; allowed keys: {', '.join(allowed)}")
@@ -207,7 +212,7 @@ class LatencyTable:
             if not isinstance(row, Mapping):
                 raise LatencyTableError(f"{where}{keypath('entries', sig)}: {describe(row)} is not an object of choice -> cost")
         return cls(_parse_header(data.get("header"), origin), {s: dict(r) for s, r in entries.items()},
-                   data.get("fixed_cost"), origin)
+                   data.get("fixed_cost"), origin, data.get("overhead", 0.0))
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":

@@ -29,6 +29,8 @@ BUILTIN_PLUGINS = (
     "spnas.data",
     "spnas.devices.flops",
     "spnas.devices.pixel1",
+    "spnas.devices.tflite",
+    "spnas.devices.onnxruntime",
     "spnas.strategies.single_path",
     "spnas.strategies.random_search",
     "spnas.strategies.evolution",

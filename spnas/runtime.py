@@ -47,7 +47,8 @@ class RuntimeModel:
         True
 
     Attributes:
-        constant: the cost of the non-searchable layers (``table.fixed_cost`` or their entries' sum).
+        constant: the cost of the non-searchable layers (``table.fixed_cost`` or their entries' sum),
+            plus the table's once-per-network ``overhead``.
         tables: for each searchable layer, ``T_l`` as a float64 ``[K, E]`` tensor.
     """
 
@@ -63,6 +64,7 @@ class RuntimeModel:
             for layer, c in zip(space.layers, costs):
                 if not layer.searchable:
                     self.constant += c[layer.choices[0]]
+        self.constant += table.overhead  # once per network
         self.tables = [layer_table(layer, c) for layer, c in zip(space.searchable, self._costs)]
         self._on_device: dict[torch.device, list[torch.Tensor]] = {}
 

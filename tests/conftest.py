@@ -10,6 +10,11 @@ import pytest
 
 # entry-point plugins installed in the environment must not change what the tests see
 os.environ.setdefault("SPNAS_DISABLE_PLUGIN_AUTOLOAD", "1")
+# measured latency tables go to a throwaway cache, not the user's
+if "SPNAS_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["SPNAS_CACHE_DIR"] = tempfile.mkdtemp(prefix="spnas-test-cache-")
 
 ROOT = Path(__file__).resolve().parents[1]
 

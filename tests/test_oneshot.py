@@ -84,7 +84,7 @@ def test_supernet_file_is_checked_against_the_space(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "spnas", "search", "--space", "tiny", "--quiet", *args],
+    return subprocess.run([sys.executable, "-m", "spnas", "search", "--space", "tiny", "--device", "flops", "--quiet", *args],
                           capture_output=True, text=True, timeout=600)
 
 

@@ -189,7 +189,7 @@ def test_the_optuna_plugin_installs_with_pip_and_runs_from_the_cli(tmp_path):
     assert listed.returncode == 0, listed.stderr
     assert "optuna (spnas-optuna 0.1.0)\n    strategy optuna-tpe\n    strategy optuna-nsga2" in listed.stdout
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "spnas", "search", "--strategy", "optuna-nsga2", "--space", "tiny",
+    proc = subprocess.run([sys.executable, "-m", "spnas", "search", "--strategy", "optuna-nsga2", "--space", "tiny", "--device", "flops",
                            "--epochs", "1", "--evaluations", "8", "--bn-batches", "2", "--population", "4",
                            "--out", str(out), "--quiet"], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr

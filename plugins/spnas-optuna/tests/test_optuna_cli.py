@@ -13,7 +13,7 @@ optuna = pytest.importorskip("optuna", reason="spnas-optuna needs optuna (pip in
 
 
 def search(tmp_path, out: str, *extra: str) -> dict:
-    argv = ["search", "--strategy", "optuna-nsga2", "--space", "tiny", "--epochs", "1", "--bn-batches", "2",
+    argv = ["search", "--strategy", "optuna-nsga2", "--space", "tiny", "--device", "flops", "--epochs", "1", "--bn-batches", "2",
             "--evaluations", "6", "--population", "4", "--out", str(tmp_path / out), "--quiet", *extra]
     assert main(argv) == 0
     return yaml.safe_load((tmp_path / out / "result.yaml").read_text())
@@ -41,7 +41,7 @@ def test_two_searches_share_a_study_through_the_cli(tmp_path, fast_sqlite):
 
 
 def test_a_bad_storage_is_refused_before_training(tmp_path, capsys, fast_sqlite):
-    base = ["search", "--strategy", "optuna-tpe", "--space", "tiny", "--epochs", "1", "--quiet"]
+    base = ["search", "--strategy", "optuna-tpe", "--space", "tiny", "--device", "flops", "--epochs", "1", "--quiet"]
     assert main([*base, "--out", str(tmp_path / "a"), "--storage", "nosuch://x"]) == 2
     assert "cannot open study '(default name)' in storage nosuch://x" in capsys.readouterr().err
     url = f"sqlite:///{tmp_path / 'study.db'}"

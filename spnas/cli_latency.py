@@ -31,7 +31,7 @@ def parse_device_options(items: list[str] | None) -> dict[str, Any]:
 
 def device_args(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--device", default=default, required=default is None,
-                   help="latency device: tflite, onnxruntime, flops, pixel1, ... (see 'spnas plugins')"
+                   help="latency device: tflite, onnxruntime, android, flops, pixel1, ... (see 'spnas plugins')"
                         + (" (default: %(default)s)" if default else ""))
     p.add_argument("--device-table", metavar="FILE",
                    help="use this latency table file (spnas format, e.g. from 'spnas profile'; for pixel1 also "
@@ -127,8 +127,8 @@ def _validate(args, space, runtime, options) -> int:
     device = make_device(args.device, options)
     if not hasattr(device, "measure_network"):
         raise SpnasError(f"device {args.device} cannot measure networks, so it cannot be validated here")
-    result = validate(space, runtime, lambda a: device.measure_network(space, a).median, args.samples,
-                      seed=args.seed, progress=not args.quiet, device=args.device)
+    result = validate(space, runtime, device, args.samples, seed=args.seed, progress=not args.quiet,
+                      device_name=args.device)
     for line in summary_lines(result, ["  (paper, Pixel 1: 1.76 % mean absolute error, RMSE 1.32 ms, 100 networks)"]):
         print(line)
     if args.plot:

@@ -34,8 +34,11 @@ def import_keras():
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # no C++ info lines on every conversion
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    from spnas.profiling import quiet_fds
+
     try:
-        import keras
+        with quiet_fds():  # absl and oneDNN print their start-up lines from C++
+            import keras
     except ImportError:
         raise SpnasError("TensorFlow/Keras is not installed; pip install 'spnas[tflite]' "
                          "(tensorflow-cpu and ai-edge-litert), or use --device flops") from None

@@ -75,17 +75,22 @@ class Timing:
 
 
 def time_runner(run: Runner, *, warmup: int = 10, runs: int = 30, min_time: float = 0.05,
-                max_runs: int = 100_000) -> Timing:
-    """Warm up, then run until ``runs`` runs and ``min_time`` seconds are both reached."""
+                max_runs: int = 100_000, between: Runner | None = None) -> Timing:
+    """Warm up, then run until ``runs`` runs and ``min_time`` seconds (of timed runs) are both
+    reached; ``between`` runs untimed before each timed run (e.g. to evict the caches)."""
     for _ in range(warmup):
         run()
     times: list[float] = []
     clock = time.perf_counter
-    start = clock()
-    while len(times) < max_runs and (len(times) < runs or clock() - start < min_time):
+    total = 0.0
+    while len(times) < max_runs and (len(times) < runs or total < min_time):
+        if between is not None:
+            between()
         t = clock()
         run()
-        times.append((clock() - t) * 1e3)
+        dt = clock() - t
+        total += dt
+        times.append(dt * 1e3)
     return Timing(statistics.median(times), statistics.fmean(times),
                   statistics.pstdev(times), min(times), len(times))
 
@@ -146,9 +151,10 @@ class MeasuredDevice(Device):
 
     units: ClassVar[str] = "ms"
     runtime: ClassVar[str] = ""
-    option_names: ClassVar[tuple[str, ...]] = ("threads", "runs", "warmup", "min_time", "rounds", "cache")
+    option_names: ClassVar[tuple[str, ...]] = ("threads", "runs", "warmup", "min_time", "rounds", "cache",
+                                               "flush_mb")
     defaults: ClassVar[dict[str, Any]] = {"threads": 1, "runs": 30, "warmup": 10, "min_time": 0.05, "rounds": 3,
-                                          "cache": True}
+                                          "cache": True, "flush_mb": 0}
 
     def __init__(self, **options: Any):
         super().__init__(**options)
@@ -177,12 +183,21 @@ class MeasuredDevice(Device):
     # --- measuring ------------------------------------------------------------------------------
     def time(self, run: Runner) -> Timing:
         s = self.settings
+        between = None
+        if s["flush_mb"]:
+            import numpy as np
+
+            junk = np.ones(int(s["flush_mb"] * 2**20) // 8)
+            between = lambda: junk.sum()  # noqa: E731 - read a buffer larger than the caches
         with pinned(s["threads"]):
-            return time_runner(run, warmup=s["warmup"], runs=s["runs"], min_time=s["min_time"])
+            return time_runner(run, warmup=s["warmup"], runs=s["runs"], min_time=s["min_time"], between=between)
 
     def measure_network(self, space: SpaceGraph, arch: Architecture) -> Timing:
-        """The whole child network of ``arch``, measured as one model."""
-        return self.time(self.network_runner(space, arch))
+        """The whole child network of ``arch``, measured as one model: the round whose median is
+        the median of ``rounds`` rounds (a slow spell of the machine spoils one round, not all)."""
+        run = self.network_runner(space, arch)
+        timings = sorted((self.time(run) for _ in range(self.settings["rounds"])), key=lambda t: t.median)
+        return timings[len(timings) // 2]
 
     def cache_key(self, space: SpaceGraph) -> str:
         from spnas import __version__
@@ -214,7 +229,7 @@ class MeasuredDevice(Device):
 
         todo = table_entries(space)
         bar = tqdm(total=len(todo) * (self.settings["rounds"] + 1), desc=f"profiling {space.name} on {self.name}",
-                   unit="model", disable=not progress, leave=False, dynamic_ncols=True)
+                   unit="model", disable=None if progress else True, leave=False, dynamic_ncols=True)
         runners = []
         for layer, op, _ in todo:
             runners.append(self.layer_runner(space, layer, op))

@@ -30,6 +30,7 @@ BUILTIN_PLUGINS = (
     "spnas.devices.flops",
     "spnas.devices.pixel1",
     "spnas.devices.tflite",
+    "spnas.devices.android",
     "spnas.devices.onnxruntime",
     "spnas.strategies.single_path",
     "spnas.strategies.random_search",

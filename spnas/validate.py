@@ -13,7 +13,7 @@ import random
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 from spnas.arch import Architecture
 from spnas.errors import SpnasError
@@ -65,20 +65,36 @@ class Validation:
                              for a, p, m in zip(self.archs, self.predicted, self.measured)]}
 
 
-def validate(space: SpaceGraph, runtime: RuntimeModel, measure: Callable[[Architecture], float], samples: int,
-             seed: int = 0, progress: bool = True, device: str = "") -> Validation:
-    """Sample ``samples`` random networks, predict each from the table and measure it whole."""
+def validate(space: SpaceGraph, runtime: RuntimeModel, device: Any, samples: int, seed: int = 0,
+             progress: bool = True, device_name: str = "") -> Validation:
+    """Sample ``samples`` random networks, predict each from the table and measure it whole.
+
+    A :class:`~spnas.profiling.MeasuredDevice` builds every network first (conversion is the
+    slow part), then times them all in the device's ``rounds`` interleaved passes and keeps the
+    median of each network's round medians, as for the table itself: the timing is one short
+    block, and a slow spell of the machine spoils one round rather than some networks. Other
+    devices (a phone) measure each network with ``measure_network``.
+    """
     if samples < 1:
         raise SpnasError(f"--samples {samples} is not allowed; use >= 1")
     from tqdm.auto import tqdm
 
+    from spnas.profiling import MeasuredDevice
+
     rng = random.Random(seed)
     archs: list[Architecture] = [space.random(rng) for _ in range(samples)]
-    predicted, measured = [], []
-    for arch in tqdm(archs, desc="measuring networks", unit="net", disable=not progress, leave=False):
-        predicted.append(runtime.predict(arch))
-        measured.append(float(measure(arch)))
-    return Validation(space.name, device or runtime.table.header.device, runtime.units,
+    predicted = [runtime.predict(a) for a in archs]
+    bar = dict(unit="net", disable=None if progress else True, leave=False)
+    if isinstance(device, MeasuredDevice):
+        runners = [device.network_runner(space, a) for a in tqdm(archs, desc="building networks", **bar)]
+        rounds: list[list[float]] = [[] for _ in archs]
+        for _ in tqdm(range(device.settings["rounds"]), desc="timing rounds", **bar):
+            for i, run in enumerate(runners):
+                rounds[i].append(device.time(run).median)
+        measured = [statistics.median(r) for r in rounds]
+    else:
+        measured = [float(device.measure_network(space, a).median) for a in tqdm(archs, desc="measuring", **bar)]
+    return Validation(space.name, device_name or runtime.table.header.device, runtime.units,
                       tuple(str(a) for a in archs), tuple(predicted), tuple(measured))
 
 

@@ -15,14 +15,13 @@ import io
 import warnings
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from spnas.arch import Architecture, Op
 from spnas.errors import SpnasError
 from spnas.graph import LayerNode, SpaceGraph
 from spnas.hookspecs import hookimpl
-from spnas.profiling import MeasuredDevice, Runner
+from spnas.profiling import MeasuredDevice
 
 OPSET = 17
 
@@ -64,34 +63,24 @@ class OnnxRuntimeDevice(MeasuredDevice):
 
     name = "onnxruntime"
     runtime = "onnxruntime (CPUExecutionProvider)"
+    worker_runtime = "onnxruntime"
 
-    def session(self, content: bytes) -> Runner:
-        ort = import_ort()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = self.settings["threads"]
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(content, sess_options=opts, providers=["CPUExecutionProvider"])
-        rng = np.random.default_rng(0)
-        feed = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
-                for i in sess.get_inputs()}
-        return lambda: sess.run(None, feed)
+    def __init__(self, **options: Any):
+        super().__init__(**options)
+        import_ort()  # a clear error now rather than in the timing process
 
-    def layer_runner(self, space: SpaceGraph, layer: LayerNode, op: Op | None) -> Runner:
+    def layer_bytes(self, space: SpaceGraph, layer: LayerNode, op: Op | None) -> bytes:
         x = torch.randn(1, layer.in_chs, layer.in_res, layer.in_res)
-        return self.session(torch_to_onnx(layer_module(space, layer, op), x))
+        return torch_to_onnx(layer_module(space, layer, op), x)
 
-    def network_runner(self, space: SpaceGraph, arch: Architecture) -> Runner:
+    def network_bytes(self, space: SpaceGraph, arch: Architecture) -> bytes:
         from spnas.builder import ChildNet
 
         spec = space.spec
-        x = torch.randn(1, spec.in_chs, spec.resolution, spec.resolution)
-        return self.session(torch_to_onnx(ChildNet(space, arch), x))
+        return torch_to_onnx(ChildNet(space, arch), torch.randn(1, spec.in_chs, spec.resolution, spec.resolution))
 
-    def empty_runner(self) -> Runner:
-        return self.session(torch_to_onnx(torch.nn.ReLU(), torch.randn(1, 1, 1, 1)))
+    def empty_bytes(self) -> bytes:
+        return torch_to_onnx(torch.nn.ReLU(), torch.randn(1, 1, 1, 1))
 
     def versions(self) -> dict[str, Any]:
         return {"onnxruntime": import_ort().__version__, "torch": torch.__version__.split("+")[0]}

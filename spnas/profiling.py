@@ -9,11 +9,13 @@ module owns the rest, the same way for every runtime:
 
 * **what is measured**: one entry per (layer signature, choice) that the space needs, the fixed
   layers (stem, fixed MBConvs, head, pooling and classifier) included;
-* **how**: warm-up runs, then runs until both ``runs`` and ``min_time`` are reached; the entry is
-  the median. Entries are measured in ``rounds`` interleaved passes over all layers, and the
-  median of a layer's round medians is kept, so that a slow spell of the machine does not bias
-  the layers measured during it. With one thread the process is pinned to one core while it
-  measures;
+* **how**: models are converted here, then timed in a clean worker process that loads only the
+  runtime (:mod:`spnas.timing_worker`; timing in this process, which holds TensorFlow, PyTorch and
+  every converted model, gave bimodal results). Warm-up runs, then runs until both ``runs`` and
+  ``min_time`` are reached; the entry is the median. Entries are measured in ``rounds``
+  interleaved passes over all layers, and the median of a layer's round medians is kept, so that
+  a slow spell of the machine does not bias the layers measured during it. With one thread the
+  worker is pinned to one core;
 * **overhead**: every isolated measurement contains the runtime's per-inference overhead, which a
   network pays once. It is measured on a trivial model, subtracted from each entry and kept once
   in the table's ``overhead``;
@@ -28,11 +30,10 @@ import hashlib
 import json
 import os
 import platform
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 from spnas.arch import Architecture, Op
 from spnas.device import Device
@@ -40,7 +41,6 @@ from spnas.errors import SpnasError
 from spnas.graph import LayerNode, SpaceGraph
 from spnas.latency import LatencyTable, LatencyTableError, TableHeader
 
-Runner = Callable[[], Any]
 
 
 def user_cache_dir() -> Path:
@@ -63,50 +63,7 @@ def processor() -> str:
     return platform.processor() or platform.machine()
 
 
-@dataclass(frozen=True)
-class Timing:
-    """Wall-clock times of repeated runs of one model, in milliseconds."""
-
-    median: float
-    mean: float
-    std: float
-    min: float
-    runs: int
-
-
-def time_runner(run: Runner, *, warmup: int = 10, runs: int = 30, min_time: float = 0.05,
-                max_runs: int = 100_000, between: Runner | None = None) -> Timing:
-    """Warm up, then run until ``runs`` runs and ``min_time`` seconds (of timed runs) are both
-    reached; ``between`` runs untimed before each timed run (e.g. to evict the caches)."""
-    for _ in range(warmup):
-        run()
-    times: list[float] = []
-    clock = time.perf_counter
-    total = 0.0
-    while len(times) < max_runs and (len(times) < runs or total < min_time):
-        if between is not None:
-            between()
-        t = clock()
-        run()
-        dt = clock() - t
-        total += dt
-        times.append(dt * 1e3)
-    return Timing(statistics.median(times), statistics.fmean(times),
-                  statistics.pstdev(times), min(times), len(times))
-
-
-@contextlib.contextmanager
-def pinned(threads: int) -> Iterator[None]:
-    """Pin the process to one core while a single-threaded runtime is timed (less jitter)."""
-    if threads != 1 or not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {max(before)})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
+from spnas.timing_worker import Timing, pinned, time_runner  # noqa: E402,F401 (re-exported)
 
 
 @contextlib.contextmanager
@@ -145,35 +102,36 @@ def table_entries(space: SpaceGraph) -> list[tuple[LayerNode, Op | None, str]]:
 class MeasuredDevice(Device):
     """A device whose table is measured on this machine by timing isolated layers.
 
-    Subclasses implement :meth:`layer_runner`, :meth:`network_runner`, :meth:`empty_runner` and
-    :meth:`versions`.
+    Subclasses set :attr:`worker_runtime` (what :func:`spnas.timing_worker.make_runner` runs) and
+    implement :meth:`layer_bytes`, :meth:`network_bytes`, :meth:`empty_bytes` and :meth:`versions`.
     """
 
     units: ClassVar[str] = "ms"
     runtime: ClassVar[str] = ""
-    option_names: ClassVar[tuple[str, ...]] = ("threads", "runs", "warmup", "min_time", "rounds", "cache",
-                                               "flush_mb")
+    worker_runtime: ClassVar[str] = ""
+    option_names: ClassVar[tuple[str, ...]] = ("threads", "runs", "warmup", "min_time", "rounds", "cache")
     defaults: ClassVar[dict[str, Any]] = {"threads": 1, "runs": 30, "warmup": 10, "min_time": 0.05, "rounds": 3,
-                                          "cache": True, "flush_mb": 0}
+                                          "cache": True}
 
     def __init__(self, **options: Any):
         super().__init__(**options)
         self.settings = {**self.defaults, **options}
         checks = {"threads": lambda v: isinstance(v, int) and v >= 1, "runs": lambda v: isinstance(v, int) and v >= 1,
                   "warmup": lambda v: isinstance(v, int) and v >= 0, "rounds": lambda v: isinstance(v, int) and v >= 1,
-                  "min_time": lambda v: isinstance(v, (int, float)) and v >= 0}
+                  "min_time": lambda v: isinstance(v, (int, float)) and v >= 0,
+                  "cache": lambda v: isinstance(v, bool)}
         for key, ok in checks.items():
             if not ok(self.settings[key]):
                 raise SpnasError(f"device {self.name}: option {key}={self.settings[key]!r} is not allowed")
 
     # --- what a runtime provides ----------------------------------------------------------------
-    def layer_runner(self, space: SpaceGraph, layer: LayerNode, op: Op | None) -> Runner:  # pragma: no cover
+    def layer_bytes(self, space: SpaceGraph, layer: LayerNode, op: Op | None) -> bytes:  # pragma: no cover
         raise NotImplementedError
 
-    def network_runner(self, space: SpaceGraph, arch: Architecture) -> Runner:  # pragma: no cover
+    def network_bytes(self, space: SpaceGraph, arch: Architecture) -> bytes:  # pragma: no cover
         raise NotImplementedError
 
-    def empty_runner(self) -> Runner:  # pragma: no cover
+    def empty_bytes(self) -> bytes:  # pragma: no cover
         """A trivial model: what one inference costs whatever the model."""
         raise NotImplementedError
 
@@ -181,30 +139,48 @@ class MeasuredDevice(Device):
         raise NotImplementedError
 
     # --- measuring ------------------------------------------------------------------------------
-    def time(self, run: Runner) -> Timing:
-        s = self.settings
-        between = None
-        if s["flush_mb"]:
-            import numpy as np
+    def measure_models(self, models: list[bytes]) -> list[Timing]:
+        """Time ``models`` in a clean worker process (see :mod:`spnas.timing_worker`)."""
+        import subprocess
+        import sys
+        import tempfile
 
-            junk = np.ones(int(s["flush_mb"] * 2**20) // 8)
-            between = lambda: junk.sum()  # noqa: E731 - read a buffer larger than the caches
-        with pinned(s["threads"]):
-            return time_runner(run, warmup=s["warmup"], runs=s["runs"], min_time=s["min_time"], between=between)
+        from spnas import timing_worker
+
+        with tempfile.TemporaryDirectory(prefix="spnas-timing-") as tmp:
+            paths = []
+            for i, content in enumerate(models):
+                path = Path(tmp) / f"m{i}.bin"
+                path.write_bytes(content)
+                paths.append(str(path))
+            job, out = Path(tmp) / "job.json", Path(tmp) / "result.json"
+            settings = {k: v for k, v in self.settings.items() if k != "cache"}
+            job.write_text(json.dumps({"runtime": self.worker_runtime, "models": paths, "settings": settings}))
+            proc = subprocess.run([sys.executable, timing_worker.__file__, str(job), str(out)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0 or not out.is_file():
+                last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+                raise SpnasError(f"device {self.name}: the timing process failed ({last[:200]})")
+            return [Timing(**t) for t in json.loads(out.read_text())]
 
     def measure_network(self, space: SpaceGraph, arch: Architecture) -> Timing:
-        """The whole child network of ``arch``, measured as one model: the round whose median is
-        the median of ``rounds`` rounds (a slow spell of the machine spoils one round, not all)."""
-        run = self.network_runner(space, arch)
-        timings = sorted((self.time(run) for _ in range(self.settings["rounds"])), key=lambda t: t.median)
-        return timings[len(timings) // 2]
+        """The whole child network of ``arch``, measured as one model."""
+        return self.measure_models([self.network_bytes(space, arch)])[0]
+
+    def measure_networks(self, space: SpaceGraph, archs: list[Architecture], progress: bool = True) -> list[Timing]:
+        """Several networks: all converted first, then timed together in interleaved rounds."""
+        from tqdm.auto import tqdm
+
+        models = [self.network_bytes(space, a) for a in tqdm(archs, desc="building networks", unit="net",
+                                                              disable=None if progress else True, leave=False)]
+        return self.measure_models(models)
 
     def cache_key(self, space: SpaceGraph) -> str:
         from spnas import __version__
 
         key = {"device": self.name, "settings": {k: v for k, v in self.settings.items() if k != "cache"},
                "space": space.signature(), "classes": space.spec.num_classes, "versions": self.versions(),
-               "spnas": __version__, "cpu": processor()}
+               "spnas": __version__, "cpu": processor(), "timing": "worker-v1"}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
     def cache_path(self, space: SpaceGraph) -> Path:
@@ -228,25 +204,15 @@ class MeasuredDevice(Device):
         from tqdm.auto import tqdm
 
         todo = table_entries(space)
-        bar = tqdm(total=len(todo) * (self.settings["rounds"] + 1), desc=f"profiling {space.name} on {self.name}",
-                   unit="model", disable=None if progress else True, leave=False, dynamic_ncols=True)
-        runners = []
-        for layer, op, _ in todo:
-            runners.append(self.layer_runner(space, layer, op))
-            bar.update(1)
-        empty = self.empty_runner()
-        medians: list[list[float]] = [[] for _ in todo]
-        overheads = []
-        for _ in range(self.settings["rounds"]):
-            overheads.append(self.time(empty).median)
-            for i, run in enumerate(runners):
-                medians[i].append(self.time(run).median)
-                bar.update(1)
-        bar.close()
-        overhead = statistics.median(overheads)
+        models = [self.empty_bytes()]
+        for layer, op, _ in tqdm(todo, desc=f"profiling {space.name} on {self.name}", unit="model",
+                                 disable=None if progress else True, leave=False, dynamic_ncols=True):
+            models.append(self.layer_bytes(space, layer, op))
+        timings = self.measure_models(models)
+        overhead = timings[0].median
         entries: dict[str, dict[str, float]] = {}
-        for (layer, _, choice), m in zip(todo, medians):
-            entries.setdefault(layer.signature, {})[choice] = max(statistics.median(m) - overhead, 0.0)
+        for (layer, _, choice), t in zip(todo, timings[1:]):
+            entries.setdefault(layer.signature, {})[choice] = max(t.median - overhead, 0.0)
         return LatencyTable(self.header(), entries, fixed_cost=None, origin=f"device {self.name}",
                             overhead=overhead)
 
@@ -258,5 +224,5 @@ class MeasuredDevice(Device):
             device=self.name, units=self.units, runtime=self.runtime,
             runtime_version=", ".join(f"{k} {v}" for k, v in versions.items()), threads=s["threads"],
             host=f"{platform.node()} ({processor()})", date=time.strftime("%Y-%m-%d %H:%M:%S"),
-            source=f"isolated layers timed on this machine ({settings}); median of round medians, "
-                   f"per-inference overhead subtracted and kept once")
+            source=f"isolated layers timed on this machine in a clean process ({settings}); median of round "
+                   f"medians, per-inference overhead subtracted and kept once")

@@ -70,10 +70,8 @@ def validate(space: SpaceGraph, runtime: RuntimeModel, device: Any, samples: int
     """Sample ``samples`` random networks, predict each from the table and measure it whole.
 
     A :class:`~spnas.profiling.MeasuredDevice` builds every network first (conversion is the
-    slow part), then times them all in the device's ``rounds`` interleaved passes and keeps the
-    median of each network's round medians, as for the table itself: the timing is one short
-    block, and a slow spell of the machine spoils one round rather than some networks. Other
-    devices (a phone) measure each network with ``measure_network``.
+    slow part), then times them all in its clean timing process, in interleaved rounds, as the
+    table itself. Other devices (a phone) measure each network with ``measure_network``.
     """
     if samples < 1:
         raise SpnasError(f"--samples {samples} is not allowed; use >= 1")
@@ -86,12 +84,7 @@ def validate(space: SpaceGraph, runtime: RuntimeModel, device: Any, samples: int
     predicted = [runtime.predict(a) for a in archs]
     bar = dict(unit="net", disable=None if progress else True, leave=False)
     if isinstance(device, MeasuredDevice):
-        runners = [device.network_runner(space, a) for a in tqdm(archs, desc="building networks", **bar)]
-        rounds: list[list[float]] = [[] for _ in archs]
-        for _ in tqdm(range(device.settings["rounds"]), desc="timing rounds", **bar):
-            for i, run in enumerate(runners):
-                rounds[i].append(device.time(run).median)
-        measured = [statistics.median(r) for r in rounds]
+        measured = [t.median for t in device.measure_networks(space, archs, progress=progress)]
     else:
         measured = [float(device.measure_network(space, a).median) for a in tqdm(archs, desc="measuring", **bar)]
     return Validation(space.name, device_name or runtime.table.header.device, runtime.units,

@@ -42,27 +42,28 @@ def test_table_entries_are_the_distinct_signature_choices(tiny):
 
 
 class _Synthetic(MeasuredDevice):
-    """Every model 'takes' a known time: layer cost (MACs/1e6) + the runtime's overhead 0.5."""
+    """Every model 'takes' a known time: layer cost (MACs/1e6) + the runtime's overhead 0.5.
+    A model's bytes are its time, which the 'timing process' reads back."""
 
     name = "synthetic"
     OVERHEAD = 0.5
     profiled = 0
 
-    def layer_runner(self, space, layer, op):
+    def layer_bytes(self, space, layer, op):
         type(self).profiled += 1
-        return ("cost", layer.cost(op)[1] / 1e6 + self.OVERHEAD)
+        return str(layer.cost(op)[1] / 1e6 + self.OVERHEAD).encode()
 
-    def network_runner(self, space, arch):
-        return ("cost", space.cost(arch)[1] / 1e6 + self.OVERHEAD)
+    def network_bytes(self, space, arch):
+        return str(space.cost(arch)[1] / 1e6 + self.OVERHEAD).encode()
 
-    def empty_runner(self):
-        return ("cost", self.OVERHEAD)
+    def empty_bytes(self):
+        return str(self.OVERHEAD).encode()
 
     def versions(self):
         return {"synthetic": "1"}
 
-    def time(self, run):
-        return Timing(run[1], run[1], 0.0, run[1], 1)
+    def measure_models(self, models):
+        return [Timing(float(m), float(m), 0.0, float(m), 1) for m in models]
 
 
 def test_overhead_is_subtracted_per_layer_and_paid_once(tiny):
@@ -122,6 +123,8 @@ def test_tflite_measures_a_network_and_the_table_records_its_runtime(tiny):
     assert 0 < table.overhead < min(v for row in table.entries.values() for v in row.values() if v > 0) * 100
     t = device.measure_network(tiny, tiny.largest())
     assert t.median > 0 and t.runs >= 3
+    several = device.measure_networks(tiny, [tiny.largest(), tiny.smallest()], progress=False)
+    assert len(several) == 2 and all(x.median > 0 for x in several)
 
 
 def _cli(*args, env=None):

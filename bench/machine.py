@@ -20,13 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from spnas.profiling import processor
+
+    return processor()
 
 
 def _git_commit() -> str:

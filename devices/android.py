@@ -47,6 +47,7 @@ from spnas.errors import SpnasError, describe
 from spnas.graph import LayerNode, SpaceGraph
 from spnas.hookspecs import hookimpl
 from spnas.latency import LatencyTable, TableHeader
+from spnas.profiling import table_entries  # noqa: F401 (shared; tests import it from here too)
 
 MakeTflite = Callable[[SpaceGraph, LayerNode, "Op | None"], bytes]
 MakeNetworkTflite = Callable[[SpaceGraph, Architecture], bytes]
@@ -275,20 +276,6 @@ def _keras_to_tflite() -> Callable[[Any], bytes]:
     except ImportError:  # spnas.export not there: the tflite device's converter is the same one
         from spnas.devices.tflite import keras_to_tflite
     return keras_to_tflite
-
-
-def table_entries(space: SpaceGraph) -> list[tuple[LayerNode, Op | None, str]]:
-    """(layer, op, choice key) for each distinct (signature, choice) ``space`` needs, in network order;
-    ``op`` is ``None`` for a fixed layer (its only op), and skip (which costs 0) is left out."""
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for layer in space.layers:
-        ops: list[Op | None] = [op for op in layer.ops if not op.is_skip] if layer.searchable else [None]
-        for op, choice in zip(ops, layer.choices):
-            if (layer.signature, choice) not in seen:
-                seen.add((layer.signature, choice))
-                out.append((layer, op, choice))
-    return out
 
 
 # --- the device ----------------------------------------------------------------------------------

@@ -71,7 +71,6 @@ def add_option_flags(group, options_cls: type) -> list[str]:
         kind = hints[f.name]
         if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None -> X
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        base = kind
         help_text = meta.get("help", "")
         if f.default is not None and f.default is not dataclasses.MISSING:
             help_text += " (default: %s)" % str(f.default).replace("%", "%%")
@@ -79,6 +78,7 @@ def add_option_flags(group, options_cls: type) -> list[str]:
                     "metavar": f.name.rstrip("_").upper()}
         if meta.get("metavar"):
             kw["metavar"] = meta["metavar"]
+        base = kind
         if base is bool:
             kw["action"] = argparse.BooleanOptionalAction
             kw.pop("metavar", None)
@@ -100,7 +100,6 @@ def cmd_search(args: argparse.Namespace) -> int:
     import torch
 
     from spnas.data import load_data
-    from spnas.device import resolve_table
     from spnas.graph import SpaceGraph
     from spnas.registry import get_registry
     from spnas.runs import RunDir
@@ -118,10 +117,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     data = load_data(args.data, space.spec.resolution, space.spec.in_chs, seed=0, val_fraction=args.val_fraction)
     if data.num_classes != space.spec.num_classes:
         space = SpaceGraph(dataclasses.replace(space.spec, num_classes=data.num_classes))
-    from spnas.cli_latency import parse_device_options
+    from spnas.cli_latency import table_from_args
 
-    runtime = RuntimeModel(space, resolve_table(args.device, space, args.device_table,
-                                                **parse_device_options(args.device_option)))
+    runtime = RuntimeModel(space, table_from_args(args, space))
     accel = args.accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
     if accel == "cuda" and not torch.cuda.is_available():
         raise SpnasError("--accelerator cuda: no CUDA device is available; use --accelerator cpu")
@@ -188,7 +186,6 @@ def cmd_space_list(args: argparse.Namespace) -> int:
 
 def cmd_arch(args: argparse.Namespace) -> int:
     from spnas.arch import to_arch_def
-    from spnas.device import resolve_table
     from spnas.graph import SpaceGraph
     from spnas.runtime import RuntimeModel
 
@@ -199,10 +196,9 @@ def cmd_arch(args: argparse.Namespace) -> int:
     print(f"params: {params} ({params / 1e6:.3f} M), MACs: {macs} ({macs / 1e6:.2f} M)")
     print(f"arch_def: {to_arch_def(arch, space)}")
     if args.device:
-        from spnas.cli_latency import parse_device_options
+        from spnas.cli_latency import table_from_args
 
-        runtime = RuntimeModel(space, resolve_table(args.device, space, args.device_table,
-                                                    **parse_device_options(args.device_option)))
+        runtime = RuntimeModel(space, table_from_args(args, space))
         print(f"predicted latency: {runtime.predict(arch):.4f} {runtime.units} ({args.device})")
     return 0
 

@@ -74,7 +74,8 @@ def add_latency_parsers(sub, space_arg) -> None:
     p.set_defaults(func=cmd_latency)
 
 
-def _table(args, space):
+def table_from_args(args: argparse.Namespace, space):
+    """The latency table that ``--device``, ``--device-table`` and ``--device-option`` name."""
     from spnas.device import resolve_table
 
     return resolve_table(args.device, space, args.device_table, **parse_device_options(args.device_option))
@@ -106,7 +107,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
     space = SpaceGraph.load(args.space)
     options = parse_device_options(args.device_option)
-    runtime = RuntimeModel(space, _table(args, space))
+    runtime = RuntimeModel(space, table_from_args(args, space))
     if args.arch == "validate":
         return _validate(args, space, runtime, options)
     arch = space.parse(args.arch)

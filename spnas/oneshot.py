@@ -29,6 +29,7 @@ from spnas.data import DataSplit
 from spnas.errors import SpnasError
 from spnas.graph import SpaceGraph
 from spnas.runs import RunDir, atomic_write_bytes, load_checkpoint
+from spnas.strategy import _listify, _tuplify
 
 SUPERNET_FORMAT = "spnas-supernet-v1"
 TRAINING_FORMAT = "spnas-uniform-training-v1"
@@ -155,11 +156,3 @@ def train_uniform(space: SpaceGraph, data: DataSplit, opts: UniformTraining, run
         bar.close()
     save_supernet(final, net, "uniform", {"epochs": opts.epochs, "seed": seed, **asdict(opts)})
     return net
-
-
-def _listify(x):
-    return [_listify(v) for v in x] if isinstance(x, (tuple, list)) else x
-
-
-def _tuplify(x):
-    return tuple(_tuplify(v) for v in x) if isinstance(x, list) else x

@@ -6,7 +6,10 @@ version, threads, host, date, source) and maps each layer signature
 (:attr:`spnas.graph.LayerNode.choices`: ``k5e6``, or ``op`` for a layer that is not an MBConv) to
 a cost. A skipped layer costs 0 and has no entry. ``fixed_cost``, when set, is one lumped cost of
 every non-searchable layer (the Pixel 1 model's 19.5999 ms); otherwise every fixed layer needs
-its own entry.
+its own entry. Two optional numbers complete the model of a network's cost:
+``overhead`` (default 0), paid once per network, and ``scale`` (default 1), a factor on every
+layer's cost, fitted by a measured device against whole networks (see :mod:`spnas.profiling`).
+A network costs ``overhead + scale * (sum of its layers' entries)``.
 
 Layers of one shape share a signature. A table measured position by position (the authors'
 Pixel 1 table measures each of the three identical layers of a stage separately) may add
@@ -17,7 +20,7 @@ File format (JSON, read with :func:`json.loads`, never eval)::
 
     {"format": "spnas-latency-table", "version": 1,
      "header": {"device": "pixel1", "units": "ms", ...},
-     "fixed_cost": 19.5999,
+     "fixed_cost": 19.5999, "overhead": 0.0, "scale": 1.0,
      "entries": {"mbconv_i16_o24_s2_r112": {"k3e3": 4.4905, "k5e6": 11.5892, ...}, ...}}
 """
 
@@ -85,6 +88,9 @@ class LatencyTable:
     #: a cost paid once per network, whatever its layers (a runtime's per-inference overhead, which
     #: every isolated-layer measurement also contains and which measured entries leave out)
     overhead: float = 0.0
+    #: a factor on the sum of the layer entries, fitted against whole networks measured with the
+    #: table (a layer inside a network does not cost what it costs alone); 1 for a plain table
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.header.units, str) or not _UNITS_RE.fullmatch(self.header.units):
@@ -102,6 +108,10 @@ class LatencyTable:
         if self.fixed_cost is not None:
             object.__setattr__(self, "fixed_cost", self._cost(self.fixed_cost, "fixed_cost"))
         object.__setattr__(self, "overhead", self._cost(self.overhead, "overhead"))
+        if (isinstance(self.scale, bool) or not isinstance(self.scale, (int, float))
+                or not math.isfinite(self.scale) or self.scale <= 0):
+            self._fail("scale", self.scale, "is not allowed; the scale must be a finite number > 0")
+        object.__setattr__(self, "scale", float(self.scale))
 
     def _fail(self, where: str, value: Any, what: str) -> NoReturn:
         raise LatencyTableError(f"{self.origin}: {where}: {describe(value)} {what}")
@@ -186,6 +196,7 @@ class LatencyTable:
             "header": asdict(self.header),
             "fixed_cost": self.fixed_cost,
             "overhead": self.overhead,
+            "scale": self.scale,
             "entries": {sig: dict(row) for sig, row in self.entries.items()},
         }
 
@@ -201,7 +212,7 @@ class LatencyTable:
             raise LatencyTableError(
                 f"{where}version: {describe(data.get('version'))} is not supported; this spnas reads version {VERSION}"
             )
-        allowed = ("format", "version", "header", "fixed_cost", "overhead", "entries")
+        allowed = ("format", "version", "header", "fixed_cost", "overhead", "scale", "entries")
         for key in data:
             if key not in allowed:
                 raise LatencyTableError(f"{where}{key}: unknown key; allowed keys: {', '.join(allowed)}")
@@ -212,7 +223,7 @@ class LatencyTable:
             if not isinstance(row, Mapping):
                 raise LatencyTableError(f"{where}{keypath('entries', sig)}: {describe(row)} is not an object of choice -> cost")
         return cls(_parse_header(data.get("header"), origin), {s: dict(r) for s, r in entries.items()},
-                   data.get("fixed_cost"), origin, data.get("overhead", 0.0))
+                   data.get("fixed_cost"), origin, data.get("overhead", 0.0), data.get("scale", 1.0))
 
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":

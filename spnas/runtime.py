@@ -48,7 +48,8 @@ class RuntimeModel:
 
     Attributes:
         constant: the cost of the non-searchable layers (``table.fixed_cost`` or their entries' sum),
-            plus the table's once-per-network ``overhead``.
+            plus the table's once-per-network ``overhead``. Every layer cost is multiplied by the
+            table's ``scale`` (1 unless the table was calibrated against whole networks).
         tables: for each searchable layer, ``T_l`` as a float64 ``[K, E]`` tensor.
     """
 
@@ -56,9 +57,11 @@ class RuntimeModel:
         self.space = space
         self.table = table
         costs = table.layer_costs(space)  # raises LatencyTableError listing what is missing
+        if table.scale != 1.0:  # every layer cost scaled alike; the overhead is not
+            costs = [{c: v * table.scale for c, v in row.items()} for row in costs]
         self._costs = [c for layer, c in zip(space.layers, costs) if layer.searchable]
         if table.fixed_cost is not None:
-            self.constant = float(table.fixed_cost)
+            self.constant = float(table.fixed_cost) * table.scale
         else:
             self.constant = 0.0
             for layer, c in zip(space.layers, costs):

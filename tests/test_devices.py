@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +15,13 @@ import pytest
 from spnas.errors import SpnasError
 from spnas.graph import SpaceGraph
 from spnas.latency import LatencyTable, LatencyTableError, TableHeader
-from spnas.profiling import MeasuredDevice, Timing, table_entries, time_runner
+from spnas.profiling import MeasuredDevice, Timing, calibration_archs, median_timing, table_entries, time_runner
 from spnas.runtime import RuntimeModel
 from spnas.testing import DeviceContract
 
 HAVE_TFLITE = all(importlib.util.find_spec(m) for m in ("tensorflow", "keras", "ai_edge_litert"))
 HAVE_ORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
-FAST = {"runs": 3, "warmup": 1, "min_time": 0.0, "rounds": 1}
+FAST = {"runs": 3, "warmup": 1, "min_time": 0.0, "rounds": 1, "processes": 1, "calibrate": 1}
 
 
 @pytest.fixture
@@ -73,6 +75,47 @@ def test_overhead_is_subtracted_per_layer_and_paid_once(tiny):
     for arch in (tiny.largest(), tiny.smallest(), tiny.parse("k5e4 skip | k3e6 k5e3")):
         # two routes: the table's sum, and the whole network 'measured' as one model
         assert runtime.predict(arch) == pytest.approx(_Synthetic().measure_network(tiny, arch).median)
+
+
+class _Crowded(_Synthetic):
+    """Inside a network every layer costs 1.2 times what it costs alone (the overhead does not)."""
+
+    name = "crowded"
+
+    def network_bytes(self, space, arch):
+        return str(1.2 * space.cost(arch)[1] / 1e6 + self.OVERHEAD).encode()
+
+
+def test_calibration_fits_the_in_network_factor(tiny):
+    plain = _Crowded(cache=False, calibrate=0).latency_table(tiny, progress=False)
+    table = _Crowded(cache=False).latency_table(tiny, progress=False)
+    assert plain.scale == 1.0 and table.scale == pytest.approx(1.2, rel=1e-9)
+    assert re.search(r"scaled by 1\.2000, fitted on 3 whole networks \(mean error -\d+\.\d\d % before, "
+                     r"worst [+-]0\.00 % after\)", table.header.source)
+    runtime = RuntimeModel(tiny, table)
+    rng = random.Random(5)
+    for arch in [tiny.random(rng) for _ in range(5)]:  # networks the fit did not see
+        assert runtime.predict(arch) == pytest.approx(_Crowded().measure_network(tiny, arch).median, rel=1e-9)
+    lo, hi = runtime.bounds()
+    assert lo == pytest.approx(runtime.predict(tiny.smallest())) and hi == pytest.approx(runtime.predict(tiny.largest()))
+    assert LatencyTable.from_dict(table.to_dict()).scale == table.scale
+
+
+def test_calibration_networks_are_distinct_and_start_with_the_extremes(tiny):
+    archs = calibration_archs(tiny, 5)
+    assert archs[:2] == [tiny.largest(), tiny.smallest()] and len(set(map(str, archs))) == 5
+    assert calibration_archs(tiny, 0) == [] and calibration_archs(tiny, 5) == archs  # fixed seed
+
+
+def test_the_median_process_is_kept():
+    ts = [Timing(m, m, 0.0, m, 3) for m in (3.0, 1.0, 2.0, 9.0, 2.5)]
+    assert median_timing(ts).median == 2.5 and median_timing(ts[:1]).median == 3.0
+
+
+def test_scale_is_validated():
+    for bad in (0, -1.5, float("nan"), True, "2"):
+        with pytest.raises(LatencyTableError, match="scale: .* is not allowed; the scale must be a finite number > 0"):
+            LatencyTable(TableHeader("toy", "ms"), {}, scale=bad)
 
 
 def test_measured_tables_are_cached_by_settings(tiny, tmp_path, monkeypatch):

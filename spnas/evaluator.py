@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 from spnas.arch import Architecture
 from spnas.builder import Supernet, recalibrate_bn
@@ -41,8 +41,11 @@ class SupernetEvaluator:
         gen = torch.Generator().manual_seed(seed + 7)
         loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, generator=gen)
         self.bn_batches = [x for (x, _), _ in zip(loader, range(bn_batches))]
-        self.val = list(DataLoader(data.val, batch_size=val_batch_size))
-        if not self.val:
+        loader = DataLoader(data.val, batch_size=val_batch_size)
+        # a validation set held in memory is batched once; one read from files (or resized on
+        # access, e.g. CIFAR-10 at 224x224) is streamed batch by batch for every candidate
+        self.val = list(loader) if isinstance(data.val, TensorDataset) else loader
+        if len(data.val) == 0:
             raise SpnasError("the validation set is empty; raise --val-fraction")
         self.cache: dict[str, float] = {}
 

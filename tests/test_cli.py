@@ -39,7 +39,7 @@ def test_arch_command_with_pixel1_table(pixel1_json, capsys):
     (["search", "--strategy", "evo"], "unknown strategy 'evo'; available: evolution, random, rl, single-path (see 'spnas plugins')"),
     (["search", "--space", "nope.yaml"], "nope.yaml: no such search-space file"),
     (["search", "--device", "phone"], "unknown device 'phone'; available: android, flops, onnxruntime, pixel1, tflite"),
-    (["search", "--data", "mnist"], "unknown dataset 'mnist'; available: digits, imagefolder"),
+    (["search", "--data", "mnist"], "unknown dataset 'mnist'; available: cifar10, digits, idx, imagefolder, npz"),
     (["search", "--epochs", "0", "--space", "tiny"], "--epochs 0 is not allowed; use >= 1"),
     (["search", "--space", "tiny", "--device", "flops", "--target", "0.001"], "cannot be met: architectures of tiny cost"),
     (["arch", "k3e3", "--space", "tiny"], "has 1 ops; space tiny has 4 searchable layers"),

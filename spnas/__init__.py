@@ -15,6 +15,7 @@ from spnas.sampling import Constraint, Driver, SamplingOptions, SamplingStrategy
 from spnas.evaluator import SupernetEvaluator
 from spnas.oneshot import UniformTraining, load_supernet, save_supernet, train_uniform
 from spnas.registry import get_registry, register_plugin
+from spnas.report import write_report
 from spnas.superkernel import MBConv, SuperMBConv
 
 __version__ = "0.1.0"
@@ -29,6 +30,6 @@ __all__ = [
     "DifferentiableStrategy", "SearchContext", "SearchResult", "Strategy", "option",
     "Constraint", "Driver", "SamplingOptions", "SamplingStrategy", "Trial", "pareto_front",
     "SupernetEvaluator", "UniformTraining", "load_supernet", "save_supernet", "train_uniform",
-    "get_registry", "register_plugin",
+    "get_registry", "register_plugin", "write_report",
     "MBConv", "SuperMBConv",
 ]

@@ -42,13 +42,16 @@ def _add_search(sub, strategy_cls: type | None) -> None:
     p.add_argument("--strategy", default=DEFAULT_STRATEGY, help="search strategy (default: %(default)s; see 'spnas plugins')")
     _space_arg(p)
     _device_args(p)
-    p.add_argument("--data", default="digits", help="data set: digits (embedded) or imagefolder:DIR (default: %(default)s)")
+    p.add_argument("--data", default="digits", help="data set: digits (embedded), cifar10:DIR, idx:DIR (MNIST format), "
+                   "npz:FILE or imagefolder:DIR; spnas never downloads (see docs/data.md) (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--out", type=Path, help="run directory (default: runs/<strategy>-<space>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--accelerator", choices=["cpu", "cuda"], help="where training runs (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-report", action="store_true", help="do not write report.md and plots/ at the end "
+                   "(build them later with 'spnas report RUN_DIR')")
     if strategy_cls is not None:
         group = p.add_argument_group(f"options of strategy {strategy_cls.name}")
         p.set_defaults(option_names=add_option_flags(group, strategy_cls.Options))
@@ -135,11 +138,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     })
     ctx = SearchContext(space, data, runtime, run, seed=args.seed, accelerator=torch.device(accel),
                         resume=args.resume, progress=not args.quiet)
+    start = time.perf_counter()
     try:
         result = strategy.search(ctx)
     finally:
         run.close()
-    run.write_result(result.to_dict())
+    data = result.to_dict()
+    # the search's own clock where it keeps one (sampling: without supernet training); else the
+    # wall time of strategy.search in this process (a resumed run: since the resume)
+    data.setdefault("search_seconds", round(time.perf_counter() - start, 3))
+    run.write_result(data)
     print(f"architecture: {result.arch}")
     print(f"predicted latency: {result.latency:.4f} {result.units} ({args.device})")
     print(f"supernet val accuracy: {result.accuracy:.4f}")
@@ -149,7 +157,22 @@ def cmd_search(args: argparse.Namespace) -> int:
         print(f"evaluated {d.get('evaluations')} candidates ({d.get('stop_reason')}); "
               f"Pareto front: {len(result.pareto_front)} architectures (in result.yaml)")
     print(f"run directory: {run.path}")
+    report = _write_report(run.path) if not args.no_report else None
+    if report is not None:
+        print(f"report: {report}")
     return 0
+
+
+def _write_report(run_dir: Path) -> Path | None:
+    """report.md and plots after result.yaml is safe on disk: a failure costs the report, not the result."""
+    from spnas.report import write_report
+
+    try:
+        return write_report(run_dir)
+    except Exception as exc:  # noqa: BLE001 - the search has finished; never lose it to a plot
+        print(f"spnas: warning: report not written ({type(exc).__name__}: {exc}); "
+              f"retry with 'spnas report {run_dir}'", file=sys.stderr)
+        return None
 
 
 def cmd_space_show(args: argparse.Namespace) -> int:
@@ -277,9 +300,14 @@ def build_parser(strategy_cls: type | None = None) -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_device_import)
     from spnas.cli_export import add_export_parser
     from spnas.cli_latency import add_latency_parsers
+    from spnas.cli_report import add_report_parser
 
     add_latency_parsers(sub, _space_arg)
     add_export_parser(sub)
+    add_report_parser(sub)
+    from spnas.cli_train import add_train_parsers
+
+    add_train_parsers(sub)
     sub.add_parser("plugins", help="registered strategies, devices, spaces, data sets").set_defaults(func=cmd_plugins)
     return parser
 

@@ -224,13 +224,13 @@ def with_classes(space: SpaceGraph, num_classes: int | None) -> SpaceGraph:
 
 
 def _checkpoint_file(path: Path) -> Path:
-    """``path``, or the ``supernet.pt`` / ``checkpoint.pt`` of a run directory."""
+    """``path``, or the ``model.pt`` / ``supernet.pt`` / ``checkpoint.pt`` of a run directory."""
     if not path.is_dir():
         return path
-    for name in ("supernet.pt", "checkpoint.pt"):
+    for name in ("model.pt", "supernet.pt", "checkpoint.pt"):
         if (path / name).is_file():
             return path / name
-    raise SpnasError(f"--checkpoint {path}: a directory without supernet.pt or checkpoint.pt")
+    raise SpnasError(f"--checkpoint {path}: a directory without model.pt, supernet.pt or checkpoint.pt")
 
 
 def _classes_of(state: dict, space: SpaceGraph, path: Path) -> int:
@@ -270,9 +270,11 @@ def _load_state(net: nn.Module, state: Any, path: Path, what: str) -> None:
 def _accepted() -> dict[str, str]:
     from spnas.oneshot import SUPERNET_FORMAT, TRAINING_FORMAT
     from spnas.strategies.single_path import CHECKPOINT_FORMAT as SINGLE_PATH_FORMAT
+    from spnas.train import TRAIN_FORMAT
 
     return {SUPERNET_FORMAT: "supernet", SINGLE_PATH_FORMAT: "single-path search checkpoint",
-            TRAINING_FORMAT: "uniform supernet training checkpoint", CHILD_FORMAT: "child network"}
+            TRAINING_FORMAT: "uniform supernet training checkpoint", CHILD_FORMAT: "child network",
+            TRAIN_FORMAT: "child network training checkpoint"}
 
 
 def read_child(space: SpaceGraph | str | None, arch: Architecture | str | None,
@@ -288,7 +290,8 @@ def read_child(space: SpaceGraph | str | None, arch: Architecture | str | None,
     * ``spnas-single-path-v1`` or ``spnas-uniform-training-v1`` (a run's ``checkpoint.pt``, whose
       ``model`` is a Supernet state dict): the same, from that state dict (BatchNorm statistics as
       they were in training: not recalibrated for ``arch``);
-    * ``spnas-child-v1``: a ChildNet state dict; ``arch`` may be None (the checkpoint's), else it
+    * ``spnas-child-v1`` (``model.pt`` of ``spnas train``) or ``spnas-train-v1`` (its ``checkpoint.pt``):
+      a ChildNet state dict; ``arch`` may be None (the checkpoint's), else it
       must be the checkpoint's.
 
     The checkpoint's class count wins over ``num_classes``. ``space`` None means the space the
@@ -328,7 +331,7 @@ def read_child(space: SpaceGraph | str | None, arch: Architecture | str | None,
     if not isinstance(model, dict):
         raise SpnasError(f"--checkpoint {path}: a {fmt} file without weights (no 'model' state dict)")
 
-    if fmt == CHILD_FORMAT:
+    if fmt == CHILD_FORMAT or fmt == "spnas-train-v1":  # a training checkpoint holds a child network too
         classes = state.get("num_classes") or _classes_of(model, space, path)
         space = with_classes(space, classes)
         try:

@@ -7,8 +7,13 @@ Every command that trains writes one::
       log.jsonl         one JSON record per step
       checkpoint.pt     the latest checkpoint (atomic replace; resume with --resume)
       result.yaml       the result, when the run has finished
+      report.md, plots/ the report (spnas.report)
+      tb/               TensorBoard event files, when the tensorboard package is installed
 
 Checkpoints hold tensors and plain data only and are read back with ``weights_only=True``.
+Every numeric value of a logged record also goes to TensorBoard (``tensorboard --logdir runs``),
+against the record's ``step`` (else ``trial``, else ``epoch``); ``SPNAS_TENSORBOARD=0`` turns that
+off. log.jsonl stays the record; the event files are a view of it.
 """
 
 from __future__ import annotations
@@ -72,6 +77,37 @@ def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(_plain(data), sort_keys=False, allow_unicode=True, width=10_000)
 
 
+TENSORBOARD_DIR = "tb"
+#: the record keys that can be TensorBoard's global step, in order of preference
+STEP_KEYS = ("step", "trial", "epoch")
+
+
+def _summary_writer_class() -> type | None:
+    """torch's SummaryWriter, or None when ``SPNAS_TENSORBOARD=0`` or the tensorboard package is missing."""
+    if os.environ.get("SPNAS_TENSORBOARD", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # ImportError, or a tensorboard/protobuf version torch cannot use
+        return None
+    return SummaryWriter
+
+
+def tensorboard_scalars(record: dict) -> tuple[int, dict[str, float]] | None:
+    """The global step and the ``{tag: value}`` scalars of a log record, or None if it has no step.
+
+    Every int or float (not bool, not the step key itself) is a scalar; a record with a ``phase``
+    (e.g. the sampling strategies' supernet training) gets it as a tag prefix (``supernet/ce``).
+    """
+    key = next((k for k in STEP_KEYS if isinstance(record.get(k), int) and not isinstance(record.get(k), bool)), None)
+    if key is None:
+        return None
+    prefix = f"{record['phase']}/" if isinstance(record.get("phase"), str) else ""
+    scalars = {f"{prefix}{k}": float(v) for k, v in record.items()
+               if k != key and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return record[key], scalars
+
+
 class RunDir:
     """One run directory. ``resume=False`` refuses to overwrite a directory holding a checkpoint."""
 
@@ -88,6 +124,9 @@ class RunDir:
         except OSError as exc:
             raise SpnasError(f"{self.path}: cannot create run directory ({exc.strerror or exc})") from None
         self._log = None
+        self._tb: Any = None  # the SummaryWriter, opened at the first record
+        self._tb_off = False
+        self._tb_purge_step: int | None = None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -114,6 +153,32 @@ class RunDir:
                 raise SpnasError(f"{self.log_path}: cannot write ({exc.strerror or exc})") from None
         self._log.write(json.dumps(_plain(record)) + "\n")
         self._log.flush()
+        self._tensorboard(record)
+
+    def _tensorboard(self, record: dict) -> None:
+        """Every numeric scalar of ``record`` to ``tb/``; silently off without tensorboard."""
+        if self._tb_off:
+            return
+        if self._tb is None:
+            writer_cls = _summary_writer_class()
+            if writer_cls is None:
+                self._tb_off = True
+                return
+            try:  # purge_step: after a resume, TensorBoard drops the events of the steps done again
+                self._tb = writer_cls(log_dir=str(self.path / TENSORBOARD_DIR), purge_step=self._tb_purge_step,
+                                      flush_secs=30)
+            except Exception:  # an unwritable tb/ must not stop a run that can still log
+                self._tb_off = True
+                return
+        scalars = tensorboard_scalars(record)
+        if scalars is None:
+            return
+        step, values = scalars
+        try:
+            for tag, value in values.items():
+                self._tb.add_scalar(tag, value, global_step=step)
+        except Exception:  # e.g. a full disk: log.jsonl is the record, keep the run going without the view
+            self._tb_off = True
 
     def truncate_log(self, keep_steps: int, key: str = "step") -> None:
         """Drop log lines whose ``key`` is past ``keep_steps`` (the ones written after the checkpoint a
@@ -130,6 +195,8 @@ class RunDir:
             if isinstance(record, dict) and record.get(key, 0) <= keep_steps:
                 kept.append(line)
         atomic_write_text(self.log_path, "".join(l + "\n" for l in kept))
+        if key == "step" and self._tb is None:
+            self._tb_purge_step = keep_steps + 1
 
     def save_checkpoint(self, state: dict) -> None:
         import io
@@ -145,6 +212,9 @@ class RunDir:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
 
 def load_checkpoint(path: str | Path) -> dict:

@@ -263,7 +263,7 @@ def test_bad_checkpoints(tmp_path):
     _one_line_error(r"partial\.pt: its weights do not fit the supernet of space 'tiny'", tiny, TINY_ARCH,
                     tmp_path / "partial.pt")
     (tmp_path / "nothing").mkdir()
-    _one_line_error(r"directory without supernet\.pt or checkpoint\.pt", tiny, TINY_ARCH, tmp_path / "nothing")
+    _one_line_error(r"directory without model\.pt, supernet\.pt or checkpoint\.pt", tiny, TINY_ARCH, tmp_path / "nothing")
 
 
 def test_fresh_init_is_reproducible():

@@ -1,0 +1,283 @@
+"""``spnas train`` and ``spnas eval``: a found architecture trained from scratch, and measured.
+
+    spnas train runs/single-path-x/result.yaml --data digits --epochs 30
+    spnas train 'k3e6 skip ... | ...' --space spnas-cifar --data cifar10:~/data/cifar-10-batches-py
+    spnas eval runs/train-x --data digits
+
+See :mod:`spnas.train` for the recipes and what a training run directory holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spnas.errors import SpnasError
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="digits",
+                   help="data set: digits (embedded), cifar10:DIR, idx:DIR (MNIST format), npz:FILE or "
+                        "imagefolder:DIR; spnas never downloads (see docs/data.md) (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="part of the training data held out for validation (default: %(default)s; the split is "
+                        "the one a search with the same value used)")
+
+
+def add_recipe_args(p: argparse.ArgumentParser, epochs_flag: str = "--epochs") -> None:
+    """The training recipe's flags (``spnas train``; ``spnas compare`` names the epochs ``--train-epochs``)."""
+    from spnas.train import OPTIMIZERS, RECIPES, SCHEDULES
+
+    p.add_argument("--recipe", default="default", choices=sorted(RECIPES), help="training preset (default: %(default)s)")
+    p.add_argument(epochs_flag, dest="epochs", type=int, help="training epochs (default: 30)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: 64)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the recipe's (sgd; authors: rmsprop)")
+    p.add_argument("--lr", type=float, help="learning rate for a batch of --lr-batch images (default: 0.1 per 64)")
+    p.add_argument("--lr-batch", type=int, help="the batch size --lr is given for; the rate is scaled linearly")
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float, help="on weights, not on BatchNorm parameters or biases")
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up (default: 1)")
+    p.add_argument("--schedule", choices=SCHEDULES, help="after the warm-up (default: cosine)")
+    p.add_argument("--no-augment", dest="augment", action="store_const", const=False,
+                   help="no random crops or flips")
+
+
+def recipe_from_args(args: argparse.Namespace):
+    from spnas.train import TrainRecipe, recipe
+
+    names = [f.name for f in dataclasses.fields(TrainRecipe)]
+    return recipe(args.recipe, **{n: getattr(args, n, None) for n in names})
+
+
+def add_train_parsers(sub) -> None:
+    p = sub.add_parser("train", help="train an architecture's network from scratch",
+                       description="Train the standalone network of ARCH (an architecture string, or the "
+                                   "result.yaml / run directory of a search) from a fresh initialization. Writes a "
+                                   "run directory with checkpoint.pt (every epoch), model.pt, result.yaml and a "
+                                   "report. A --recipe sets every training option; explicit flags override it.")
+    p.add_argument("arch", metavar="ARCH|RESULT", help="architecture string, or a search's result.yaml or run directory")
+    p.add_argument("--space", default=None,
+                   help="registered search space name or YAML path (default: the result's space, else spnas-cifar)")
+    _data_args(p)
+    add_recipe_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, help="run directory (default: runs/train-<space>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--accelerator", choices=["cpu", "cuda"], help="default: cuda if available")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="top-1 and top-5 of a trained network",
+                       description="Evaluate a trained network (model.pt, a training run directory, or a supernet "
+                                   "with ARCH) on the validation split of --data, and on its test part if it has "
+                                   "one. Networks taken from a supernet get their BatchNorm statistics "
+                                   "recalibrated on --bn-batches training batches first.")
+    e.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="model.pt, a run directory or a supernet.pt")
+    e.add_argument("arch", nargs="?", metavar="ARCH", help="the architecture, for a supernet checkpoint")
+    e.add_argument("--space", default=None, help="default: the checkpoint's")
+    _data_args(e)
+    e.add_argument("--bn-batches", type=int, default=20, help="for supernet weights (default: %(default)s)")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers as JSON")
+    e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("compare", help="several strategies on one supernet and one table, trained from scratch",
+                       description="The bake-off of spnas/compare.py: one latency table, one shared uniform supernet "
+                                   "for the sampling strategies (single-path trains its own for the same epochs), "
+                                   "equal budgets and --target, then every found architecture trained from scratch "
+                                   "with the same recipe. Writes report.md, compare.yaml and plots/compare.png.")
+    c.add_argument("--strategies", default="single-path,random,evolution,rl",
+                   help="comma-separated registered strategies (default: %(default)s)")
+    c.add_argument("--space", default="spnas-cifar", help="registered search space or YAML path (default: %(default)s)")
+    from spnas.cli_latency import device_args
+
+    device_args(c, "tflite")
+    _data_args(c)
+    c.add_argument("--target", type=float, metavar="T", help="latency window [0.95T, T] for every strategy")
+    c.add_argument("--supernet-epochs", type=int, default=8,
+                   help="supernet epochs, shared uniform or single-path's own (default: %(default)s)")
+    c.add_argument("--evaluations", type=int, default=100,
+                   help="candidates each sampling strategy evaluates (default: %(default)s)")
+    add_recipe_args(c, epochs_flag="--train-epochs")
+    c.add_argument("--no-measure", dest="measure", action="store_false",
+                   help="do not measure the found networks on the device")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", type=Path, help="output directory (default: runs/compare-<space>-<time>)")
+    c.add_argument("--resume", action="store_true", help="skip finished stages, resume the unfinished one")
+    c.add_argument("--accelerator", choices=["cpu", "cuda"], help="default: cuda if available")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=cmd_compare)
+
+
+def resolve_arch(text: str, space_flag: str | None) -> tuple[str, str]:
+    """(architecture string, space) from an architecture string or a search's result.yaml / run dir.
+
+    The space of a result is the one its run used (config.yaml's ``space``, which may be a YAML
+    path), unless ``space_flag`` is given.
+    """
+    path = Path(text)
+    if path.is_dir():
+        path = path / "result.yaml"
+        if not path.is_file():
+            raise SpnasError(f"{text}: a directory without result.yaml; pass a finished search's run directory")
+    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+        if path.suffix in (".yaml", ".yml"):
+            raise SpnasError(f"{text}: no such file")
+        return text, space_flag or "spnas-cifar"
+    try:
+        result = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SpnasError(f"{path}: cannot read ({str(exc).splitlines()[0][:160]})") from None
+    if not isinstance(result, dict) or not isinstance(result.get("arch"), str):
+        raise SpnasError(f"{path}: arch: missing; expected a search's result.yaml with an 'arch' string")
+    space = space_flag
+    if space is None:
+        config = path.parent / "config.yaml"
+        try:
+            cfg = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
+        except (OSError, yaml.YAMLError):
+            cfg = None
+        space = (cfg or {}).get("space") if isinstance(cfg, dict) else None
+        space = space or result.get("space")
+    if not isinstance(space, str):
+        raise SpnasError(f"{path}: names no search space; pass --space")
+    return result["arch"], space
+
+
+def _accelerator(name: str | None) -> str:
+    import torch
+
+    accel = name or ("cuda" if torch.cuda.is_available() else "cpu")
+    if accel == "cuda" and not torch.cuda.is_available():
+        raise SpnasError("--accelerator cuda: no CUDA device is available; use --accelerator cpu")
+    return accel
+
+
+def _load_data(text: str, space, val_fraction: float):
+    from spnas.data import load_data
+    from spnas.export import with_classes
+
+    if not 0 < val_fraction < 1:
+        raise SpnasError(f"--val-fraction {val_fraction} is not allowed; use a value in (0, 1)")
+    data = load_data(text, space.spec.resolution, space.spec.in_chs, seed=0, val_fraction=val_fraction)
+    return data, with_classes(space, data.num_classes)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from spnas.graph import SpaceGraph
+    from spnas.runs import RunDir
+    from spnas.train import train
+
+    arch_text, space_name = resolve_arch(args.arch, args.space)
+    r = recipe_from_args(args)
+    space = SpaceGraph.load(space_name)
+    arch = space.parse(arch_text)
+    data, space = _load_data(args.data, space, args.val_fraction)
+    arch = space.parse(str(arch))
+    accel = _accelerator(args.accelerator)
+    out = args.out or Path("runs") / f"train-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    run = RunDir(out, resume=args.resume)
+    run.write_config({"command": "train", "arch": str(arch), "space": space_name, "space_name": space.name,
+                      "data": args.data, "val_fraction": args.val_fraction, "seed": args.seed,
+                      "accelerator": accel, "recipe_name": args.recipe, "recipe": r})
+    try:
+        result = train(space, arch, data, r, run, seed=args.seed, device=accel, resume=args.resume,
+                       progress=not args.quiet)
+    finally:
+        run.close()
+    run.write_result(result)
+    _report(run.path)
+    print(f"architecture: {result['arch']}")
+    print(f"validation top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} after {r.epochs} epochs "
+          f"({result['train_seconds']:.1f} s)")
+    if "test_top1" in result:
+        print(f"test top-1 {result['test_top1']:.4f}, top-5 {result['test_top5']:.4f}")
+    print(f"model: {run.path / 'model.pt'}")
+    print(f"run directory: {run.path}")
+    return 0
+
+
+def _report(path: Path) -> None:
+    """Write the run's report.md and plots; a failure there never loses the finished run."""
+    try:
+        from spnas.report import write_report
+    except ImportError:  # pragma: no cover - the report module is part of spnas
+        return
+    try:
+        write_report(path)
+    except SpnasError as exc:
+        print(f"spnas: warning: no report ({exc})")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from spnas.builder import recalibrate_bn
+    from spnas.export import CHILD_FORMAT, read_child
+    from spnas.graph import SpaceGraph
+    from spnas.train import MODEL_FILE, evaluate_child
+
+    path = args.checkpoint
+    if path.is_dir() and (path / MODEL_FILE).is_file():
+        path = path / MODEL_FILE
+    if args.bn_batches < 1:
+        raise SpnasError(f"--bn-batches {args.bn_batches} is not allowed; use >= 1")
+    space = SpaceGraph.load(args.space) if args.space else None
+    loaded = read_child(space, args.arch, path)
+    child = loaded.child
+    data, _ = _load_data(args.data, child.space, args.val_fraction)
+    if data.num_classes != child.space.spec.num_classes:
+        raise SpnasError(f"{path}: the network has {child.space.spec.num_classes} outputs; --data {args.data} has "
+                         f"{data.num_classes} classes")
+    if CHILD_FORMAT not in loaded.source:
+        gen = torch.Generator().manual_seed(7)
+        loader = torch.utils.data.DataLoader(data.train, batch_size=64, shuffle=True, generator=gen)
+        recalibrate_bn(child, [(x,) for (x, _), _ in zip(loader, range(args.bn_batches))])
+    numbers: dict[str, Any] = {"checkpoint": str(path), "arch": str(child.arch), "space": child.space.name,
+                               "data": args.data, "weights": loaded.source,
+                               **evaluate_child(child, data, batch_size=args.batch_size)}
+    print(f"{child.arch}  ({loaded.source})")
+    print(f"validation top-1 {numbers['val_top1']:.4f}, top-5 {numbers['val_top5']:.4f}")
+    if "test_top1" in numbers:
+        print(f"test top-1 {numbers['test_top1']:.4f}, top-5 {numbers['test_top5']:.4f}")
+    if args.json:
+        from spnas.runs import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(numbers, indent=2) + "\n")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from spnas.cli_latency import make_device, parse_device_options, table_from_args
+    from spnas.compare import CompareOptions, Comparison
+    from spnas.graph import SpaceGraph
+    from spnas.runtime import RuntimeModel
+
+    names = tuple(n.strip() for n in args.strategies.split(",") if n.strip())
+    opts = CompareOptions(strategies=names, target=args.target, supernet_epochs=args.supernet_epochs,
+                          evaluations=args.evaluations, recipe=recipe_from_args(args), seed=args.seed,
+                          measure=args.measure)
+    space = SpaceGraph.load(args.space)
+    data, space = _load_data(args.data, space, args.val_fraction)
+    runtime = RuntimeModel(space, table_from_args(args, space))
+    device = make_device(args.device, parse_device_options(args.device_option)) if args.measure else None
+    out = args.out or Path("runs") / f"compare-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    comparison = Comparison(space, data, runtime, device, out, opts, accelerator=_accelerator(args.accelerator),
+                            resume=args.resume, progress=not args.quiet)
+    result = comparison.run()
+    u = result["units"]
+    print(f"{'strategy':<14} {'predicted':>10} {'measured':>10} {'top-1':>7} {'search s':>9}  architecture")
+    for r in result["results"]:
+        m = "n/a" if r["measured_latency"] is None else f"{r['measured_latency']:.4f}"
+        print(f"{r['strategy']:<14} {r['predicted_latency']:>10.4f} {m:>10} {r['top1']:>7.4f} "
+              f"{r['search_seconds']:>9.1f}  {r['arch']}")
+    print(f"latency in {u}; report: {out / 'report.md'}")
+    return 0

@@ -4,7 +4,10 @@ The issue's bar: spnas-imagenet's table (every candidate op of every layer at 22
 layers included) profiled with TFLite in <= 60 s. Writes ``bench/results/profile_<device>_<space>.json``
 and prints a Markdown row for docs/performance.md.
 
-    python bench/profile_table.py [--space spnas-imagenet] [--device tflite]
+    python bench/profile_table.py [--space spnas-imagenet] [--device tflite] [--option calibrate=0]
+
+The default settings include calibration (3 whole networks converted and timed with the layers);
+``--option calibrate=0`` measures the layer table alone. The result file's name carries the options.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--space", default="spnas-imagenet")
     ap.add_argument("--device", default="tflite")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="a device option (int values)")
     args = ap.parse_args()
+    options = {k: int(v) for k, _, v in (o.partition("=") for o in args.option)}
     os.environ["SPNAS_CACHE_DIR"] = tempfile.mkdtemp(prefix="spnas-bench-")  # never a cached table
     start = time.perf_counter()
     from spnas.graph import SpaceGraph
@@ -29,19 +34,21 @@ def main() -> None:
     from spnas.registry import get_registry
 
     space = SpaceGraph.load(args.space)
-    device = get_registry().get("device", args.device)(cache=False)
+    device = get_registry().get("device", args.device)(cache=False, **options)
     imported = time.perf_counter()
     table = device.latency_table(space, progress=False)
     done = time.perf_counter()
     result = {
         "space": space.name, "device": args.device, "entries": len(table_entries(space)),
         "searchable_layers": space.num_searchable, "seconds_total": round(done - start, 2),
-        "seconds_profiling": round(done - imported, 2), "overhead_ms": table.overhead,
+        "seconds_profiling": round(done - imported, 2), "overhead_ms": table.overhead, "scale": table.scale,
         "settings": device.settings, "header": table.to_dict()["header"],
     }
-    out = Path(__file__).parent / "results" / f"profile_{args.device}_{space.name}.json"
+    suffix = "".join(f"_{k}{v}" for k, v in sorted(options.items()))
+    out = Path(__file__).parent / "results" / f"profile_{args.device}_{space.name}{suffix}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| {space.name} | {args.device} | {result['entries']} | {result['seconds_profiling']} s | "
+    settings = ", ".join(f"{k}={v}" for k, v in device.settings.items() if k in ("processes", "calibrate"))
+    print(f"| {space.name} | {args.device} | {settings} | {result['entries']} | {result['seconds_profiling']} s | "
           f"{result['seconds_total']} s |")
 
 

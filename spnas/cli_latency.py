@@ -37,7 +37,8 @@ def device_args(p: argparse.ArgumentParser, default: str | None) -> None:
                    help="use this latency table file (spnas format, e.g. from 'spnas profile'; for pixel1 also "
                         "the authors' JSON) instead of the device's own")
     p.add_argument("--device-option", action="append", metavar="KEY=VALUE",
-                   help="a device option, repeatable: threads=1, xnnpack=false, runs=30, rounds=3, cache=false")
+                   help="a device option, repeatable: threads=1, xnnpack=false, runs=30, rounds=1, processes=3, "
+                        "calibrate=3, cache=false")
 
 
 def make_device(name: str, options: dict[str, Any]):

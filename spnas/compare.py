@@ -237,40 +237,6 @@ def _stage_report(path: Path) -> None:
         print(f"spnas: warning: no report for {path} ({type(exc).__name__}: {exc})")
 
 
-def compare_plot(result: dict[str, Any], path: Path) -> Path:
-    """Trained top-1 against latency (measured where measured, else predicted), one point per strategy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["results"]
-    measured = all(r.get("measured_latency") is not None for r in rows)
-    key = "measured_latency" if measured else "predicted_latency"
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 4))
-    try:
-        for r in rows:
-            ax.scatter(r[key], r["top1"], s=40)
-            ax.annotate(r["strategy"], (r[key], r["top1"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        if result.get("target"):
-            t = result["target"]
-            ax.axvspan(0.95 * t, t, color="tab:green", alpha=0.12, label=f"target window [0.95T, T], T={t:g}")
-            ax.legend(fontsize=8, loc="lower right")
-        ax.set_xlabel(f"{'measured' if measured else 'predicted'} latency ({result['units']}, {result['device']})")
-        ax.set_ylabel("top-1 (validation), trained from scratch")
-        ax.set_title(f"{result['space']}: found architectures", fontsize=9)
-        names = [r["strategy"] for r in rows]
-        bx.barh(names, [r["search_seconds"] for r in rows], color="tab:blue")
-        bx.set_xlabel("search wall time (s), shared supernet included")
-        bx.invert_yaxis()
-        fig.tight_layout()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
-
-
 def _fmt(value: Any, spec: str = ".4f") -> str:
     return "n/a" if value is None else format(value, spec)
 
@@ -278,7 +244,10 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
 def write_compare_report(out: Path, result: dict[str, Any]) -> Path:
     """``report.md`` and ``plots/compare.png`` of a comparison (also rebuilt by ``spnas report``)."""
     out = Path(out)
-    compare_plot(result, out / "plots" / "compare.png")
+    from spnas.plots import plot_comparison
+
+    plot_comparison(result["results"], out / "plots" / "compare.png", units=result["units"],
+                    device=result["device"], target=result.get("target"), title=f"{result['space']}: found architectures")
     u = result["units"]
     lines = [f"# Strategy comparison on {result['space']}", "",
              f"Data `{result['data']}`, device `{result['device']}` ({u}), target "

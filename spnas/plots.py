@@ -367,3 +367,32 @@ def plot_training(records: Sequence[Mapping[str, Any]], path: str | Path, *, tes
 
 __all__ = ["op_colour", "plot_architecture", "plot_candidates", "plot_search_progress", "plot_superkernels",
            "plot_training", "superkernel_maps"]
+
+
+def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, *, units: str = "", device: str = "",
+                    target: float | None = None, title: str = "") -> Path:
+    """``spnas compare``: trained top-1 against latency (measured where every row has it, else
+    predicted), one labelled point per strategy, and each strategy's search wall time."""
+    measured = all(_number(r.get("measured_latency")) is not None for r in rows)
+    key = "measured_latency" if measured else "predicted_latency"
+    fig = _figure(10, 4)
+    ax, bx = fig.subplots(1, 2)
+    for r in rows:
+        x, y = _number(r.get(key)), _number(r.get("top1"))
+        if x is None or y is None:
+            continue
+        ax.scatter([x], [y], s=40)
+        ax.annotate(str(r.get("strategy")), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if _number(target) is not None:
+        ax.axvspan((1 - WINDOW) * target, target, color="tab:green", alpha=0.12,
+                   label=f"target window [{1 - WINDOW:g} T, T], T = {target:g}")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel(f"{'measured' if measured else 'predicted'} latency{_unit(units)}" + (f", {device}" if device else ""))
+    ax.set_ylabel("top-1 (validation), trained from scratch")
+    ax.set_title(title, fontsize=9)
+    names = [str(r.get("strategy")) for r in rows]
+    bx.barh(names, [_number(r.get("search_seconds")) or 0.0 for r in rows], color="tab:blue")
+    bx.set_xlabel("search wall time (s), shared supernet included")
+    bx.invert_yaxis()
+    fig.tight_layout()
+    return _save(fig, path)

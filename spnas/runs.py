@@ -86,6 +86,15 @@ def _summary_writer_class() -> type | None:
     """torch's SummaryWriter, or None when ``SPNAS_TENSORBOARD=0`` or the tensorboard package is missing."""
     if os.environ.get("SPNAS_TENSORBOARD", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
+    import sys
+
+    if "tensorflow" not in sys.modules and "tensorboard.compat.notf" not in sys.modules:
+        # tensorboard imports all of TensorFlow when it is installed (6 s here, and log noise on
+        # stderr) unless this module exists; scalars need only tensorboard's own stand-in for it.
+        # A process that already holds TensorFlow (e.g. the tflite device) keeps using it.
+        import types
+
+        sys.modules["tensorboard.compat.notf"] = types.ModuleType("tensorboard.compat.notf")
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # ImportError, or a tensorboard/protobuf version torch cannot use

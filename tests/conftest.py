@@ -10,6 +10,8 @@ import pytest
 
 # entry-point plugins installed in the environment must not change what the tests see
 os.environ.setdefault("SPNAS_DISABLE_PLUGIN_AUTOLOAD", "1")
+# runs write no TensorBoard files unless a test turns them on (tests/test_report.py does)
+os.environ.setdefault("SPNAS_TENSORBOARD", "0")
 # measured latency tables go to a throwaway cache, not the user's
 if "SPNAS_CACHE_DIR" not in os.environ:
     import tempfile

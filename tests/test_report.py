@@ -242,3 +242,21 @@ def test_tensorboard_off_by_env_or_without_the_package(tmp_path, monkeypatch):
     monkeypatch.delenv("SPNAS_TENSORBOARD")
     if importlib.util.find_spec("tensorboard") is None:
         assert spnas.runs._summary_writer_class() is None
+
+
+def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path, monkeypatch):
+    """The real writer, read back with tensorboard's own reader (skipped without the package)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("SPNAS_TENSORBOARD", "1")
+    run = RunDir(tmp_path / "tb-run")
+    for step, ce in [(1, 2.5), (2, 1.75), (3, 1.0)]:
+        run.log({"step": step, "ce": ce, "arch": "k3e3", "done": False})
+    run.log({"phase": "supernet", "epoch": 1, "step": 3, "ce": 0.5})
+    run.close()
+    events = EventAccumulator(str(tmp_path / "tb-run" / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("ce")] == [(1, 2.5), (2, 1.75), (3, 1.0)]
+    assert [(e.step, e.value) for e in events.Scalars("supernet/ce")] == [(3, 0.5)]
+    assert "arch" not in events.Tags()["scalars"] and "done" not in events.Tags()["scalars"]

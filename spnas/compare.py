@@ -105,6 +105,7 @@ class Comparison:
         for strategy, _ in (_strategy(n, opts, None) for n in opts.strategies):
             strategy.check(space, runtime)
         self.strategies = {n: _strategy(n, opts, self.supernet_path) for n in opts.strategies}
+        self.notes = budget_notes(self.strategies, opts)
 
     @property
     def supernet_path(self) -> Path:
@@ -206,7 +207,7 @@ class Comparison:
         result = {"space": self.space.name, "data": self.data.name, "device": self.runtime.table.header.device,
                   "units": self.runtime.units, "target": self.opts.target, "supernet_epochs": self.opts.supernet_epochs,
                   "evaluations": self.opts.evaluations, "train_epochs": self.opts.recipe.epochs,
-                  "seed": self.opts.seed, "results": rows}
+                  "seed": self.opts.seed, "results": rows, "notes": self.notes}
         atomic_write_text(self.out / "compare.yaml", dump_yaml(result))
         write_compare_report(self.out, result)
         return result
@@ -225,6 +226,19 @@ class Comparison:
             known.update({a: round(t.median, 6) for a, t in zip(todo, timings)})
             atomic_write_text(cache, dump_yaml(known))
         return [known[a] for a in archs]
+
+
+def budget_notes(strategies: dict[str, tuple[Any, str]], opts: CompareOptions) -> list[str]:
+    """Where the budget leaves a strategy unable to act as itself (e.g. evolution that never gets
+    past its random first generation)."""
+    notes = []
+    for name, (strategy, kind) in strategies.items():
+        population = getattr(strategy.options, "population", None)
+        if kind == "sampling" and isinstance(population, int) and population >= opts.evaluations:
+            notes.append(f"{name}: its population ({population}) is not smaller than --evaluations "
+                         f"({opts.evaluations}), so it evaluated only its random first generation: "
+                         f"it searched as random search does")
+    return notes
 
 
 def _stage_report(path: Path) -> None:
@@ -259,10 +273,13 @@ def write_compare_report(out: Path, result: dict[str, Any]) -> Path:
              f"search (s) | search epochs | evaluations | training (s) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["results"]:
-        lines.append(f"| {r['strategy']} | `{r['arch']}` | {_fmt(r['predicted_latency'])} | "
+        arch = str(r["arch"]).replace("|", "\\|")  # a bare | would end the table cell
+        lines.append(f"| {r['strategy']} | `{arch}` | {_fmt(r['predicted_latency'])} | "
                      f"{_fmt(r.get('measured_latency'))} | {_fmt(r['supernet_val_accuracy'])} | {_fmt(r['top1'])} | "
                      f"{_fmt(r['top5'])} | {_fmt(r['search_seconds'], '.1f')} | {r['search_epochs']} | "
                      f"{_fmt(r.get('evaluations'), 'd')} | {_fmt(r['train_seconds'], '.1f')} |")
+    notes = [f"- {n}" for n in result.get("notes") or []]
+    lines += ([""] + ["Notes:", ""] + notes if notes else [])
     lines += ["", "Search time of sampling strategies includes the shared supernet's training "
               "(paid once for all of them, counted for each). One seed proves no ranking: repeat with "
               "other `--seed` values before drawing conclusions.", "", "![comparison](plots/compare.png)", ""]

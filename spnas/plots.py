@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+import textwrap
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -195,7 +196,7 @@ def plot_architecture(arch: str | Architecture, path: str | Path, *, choices: Se
     ax.set_xlim(-0.3, x - gap + 0.2)
     ax.set_ylim(-1.0 if layer_labels else -0.6, 0.8)
     ax.set_axis_off()
-    ax.set_title(title or f"{len(ops)} searchable layers", fontsize=9)
+    ax.set_title(textwrap.fill(title or f"{len(ops)} searchable layers", 140), fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -360,7 +361,7 @@ def plot_training(records: Sequence[Mapping[str, Any]], path: str | Path, *, tes
         ax_acc.legend(fontsize=7, loc="lower right")
     if not drawn and not any_acc:
         ax_loss.text(0.5, 0.5, "no epoch records in log.jsonl", ha="center", va="center", transform=ax_loss.transAxes)
-    fig.suptitle(title or "training", fontsize=9)
+    fig.suptitle(textwrap.fill(title or "training", 110), fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -377,12 +378,14 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, *, unit
     key = "measured_latency" if measured else "predicted_latency"
     fig = _figure(10, 4)
     ax, bx = fig.subplots(1, 2)
-    for r in rows:
+    points: dict[tuple[float, float], list[str]] = {}
+    for r in rows:  # strategies that found the same network share one point and one label
         x, y = _number(r.get(key)), _number(r.get("top1"))
-        if x is None or y is None:
-            continue
+        if x is not None and y is not None:
+            points.setdefault((x, y), []).append(str(r.get("strategy")))
+    for (x, y), names in points.items():
         ax.scatter([x], [y], s=40)
-        ax.annotate(str(r.get("strategy")), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     if _number(target) is not None:
         ax.axvspan((1 - WINDOW) * target, target, color="tab:green", alpha=0.12,
                    label=f"target window [{1 - WINDOW:g} T, T], T = {target:g}")
@@ -391,8 +394,12 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, *, unit
     ax.set_ylabel("top-1 (validation), trained from scratch")
     ax.set_title(title, fontsize=9)
     names = [str(r.get("strategy")) for r in rows]
-    bx.barh(names, [_number(r.get("search_seconds")) or 0.0 for r in rows], color="tab:blue")
-    bx.set_xlabel("search wall time (s), shared supernet included")
+    shared = [_number(r.get("shared_supernet_seconds")) or 0.0 for r in rows]
+    own = [max((_number(r.get("search_seconds")) or 0.0) - s, 0.0) for r, s in zip(rows, shared)]
+    bx.barh(names, shared, color="tab:gray", alpha=0.5, label="shared supernet (trained once)")
+    bx.barh(names, own, left=shared, color="tab:blue", label="the strategy's own search")
+    bx.set_xlabel("search wall time (s)")
+    bx.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
     bx.invert_yaxis()
     fig.tight_layout()
     return _save(fig, path)

@@ -47,7 +47,10 @@ def test_compare_runs_every_strategy_on_equal_terms(tmp_path, capsys):
     assert rows["single-path"]["evaluations"] is None and rows["single-path"]["search_epochs"] == 1
     report = (out / "report.md").read_text()
     for row in rows.values():
-        assert f"`{row['arch']}`" in report
+        assert "`" + row["arch"].replace("|", "\\|") + "`" in report  # escaped inside the table
+    # evolution's first generation (50) is bigger than the budget (4): the report says so
+    assert result["notes"] == [n for n in result["notes"] if n.startswith("evolution: its population (50)")]
+    assert len(result["notes"]) == 1 and "searched as random search does" in report
     assert (out / "plots" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "report:" in capsys.readouterr().out
     # every stage has its own report, and 'spnas report' rebuilds the comparison's

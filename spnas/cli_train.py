@@ -226,6 +226,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from spnas.train import MODEL_FILE, evaluate_child
 
     path = args.checkpoint
+    if not path.exists():
+        raise SpnasError(f"{path}: no such file or directory; give a model.pt, a training run directory or a "
+                         f"supernet.pt (with ARCH)")
     if path.is_dir() and (path / MODEL_FILE).is_file():
         path = path / MODEL_FILE
     if args.bn_batches < 1:

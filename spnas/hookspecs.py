@@ -57,6 +57,8 @@ def spnas_register_datasets(register: Register) -> None:
     """Register data sets: ``register(name, factory)``.
 
     ``factory(arg, resolution, in_chs, seed, val_fraction)`` returns a
-    :class:`spnas.data.DataSplit`; ``arg`` is the text after ``name:`` in ``--data name:arg``
-    (``None`` when absent).
+    :class:`spnas.data.DataSplit` (train and validation sets of ``(CHW float tensor, label)``,
+    the class count, and optionally a ``test`` set, ``hflip`` when horizontal flips keep labels,
+    and the per-channel ``mean``/``std`` used); ``arg`` is the text after ``name:`` in
+    ``--data name:arg`` (``None`` when absent). See docs/data.md.
     """

@@ -146,6 +146,8 @@ def test_resume_refuses_another_architecture(tmp_path, capsys):
     assert "resume with the same architecture and space" in capsys.readouterr().err
 
 
-def test_missing_result_file_is_a_user_error(tmp_path, capsys):
+def test_missing_files_are_user_errors(tmp_path, capsys):
     assert main(["train", str(tmp_path / "nothing.yaml"), "--quiet"]) == 2
     assert "nothing.yaml: no such file" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path / "model.pt")]) == 2
+    assert "model.pt: no such file or directory; give a model.pt" in capsys.readouterr().err

@@ -28,11 +28,17 @@ def describe(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _plain_key(key: str) -> bool:
+    return bool(key) and key.isprintable() and not any(c in key for c in " .[]'\"")
+
+
 def keypath(*parts: str | int) -> str:
     """Join key parts the way a user reads them: ``blocks[2].search.kernel``."""
     out = ""
     for part in parts:
-        if isinstance(part, int):
+        if isinstance(part, str) and not _plain_key(part):
+            out += f"[{describe(part, 40)}]"  # a key with spaces, dots or control characters, quoted
+        elif isinstance(part, int):
             out += f"[{part}]"
         elif out:
             out += f".{part}"

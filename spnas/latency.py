@@ -215,7 +215,7 @@ class LatencyTable:
         allowed = ("format", "version", "header", "fixed_cost", "overhead", "scale", "entries")
         for key in data:
             if key not in allowed:
-                raise LatencyTableError(f"{where}{key}: unknown key; allowed keys: {', '.join(allowed)}")
+                raise LatencyTableError(f"{where}{keypath(str(key))}: unknown key; allowed keys: {', '.join(allowed)}")
         entries = data.get("entries")
         if not isinstance(entries, Mapping):
             raise LatencyTableError(f"{where}entries: {describe(entries)} is not an object of signature -> choice -> cost")
@@ -253,7 +253,7 @@ def _parse_header(data: Any, origin: str) -> TableHeader:
     names = [f.name for f in fields(TableHeader)]
     for key in data:
         if key not in names:
-            raise LatencyTableError(f"{origin}: header.{key}: unknown key; allowed keys: {', '.join(names)}")
+            raise LatencyTableError(f"{origin}: {keypath('header', str(key))}: unknown key; allowed keys: {', '.join(names)}")
     for key in ("device", "units"):
         if not isinstance(data.get(key), str) or not data.get(key):
             raise LatencyTableError(f"{origin}: header.{key}: {describe(data.get(key))} is not a non-empty string")

@@ -20,6 +20,7 @@ import time
 import pytest
 import yaml
 
+from spnas.cli import main
 from spnas.runs import load_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SPNAS_DISABLE_PLUGIN_AUTOLOAD": "1"}
@@ -75,3 +76,78 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path, case):
     if case == "train":
         a, b = (load_checkpoint(d / "model.pt")["model"] for d in (full, killed))
         assert all(a[k].equal(b[k]) for k in a)
+
+
+class _NanAfter:
+    """Stands in for torch.nn.functional in one module: cross_entropy turns NaN after ``n`` calls."""
+
+    def __init__(self, real, n):
+        self.real, self.n, self.calls = real, n, 0
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def cross_entropy(self, *args, **kwargs):
+        self.calls += 1
+        loss = self.real.cross_entropy(*args, **kwargs)
+        return loss * float("nan") if self.calls > self.n else loss
+
+
+@pytest.mark.parametrize("module, args", [
+    ("spnas.train", ["train", "k3e2 skip | k5e6 k3e3", "--space", "tiny", "--epochs", "3", "--batch-size", "128"]),
+    ("spnas.oneshot", ["search", "--strategy", "random", "--space", "tiny", "--device", "flops", "--epochs", "3",
+                       "--batch-size", "128", "--evaluations", "2", "--bn-batches", "1"]),
+    ("spnas.strategies.single_path", ["search", "--space", "tiny", "--device", "flops", "--epochs", "3",
+                                      "--batch-size", "128"]),
+])
+def test_a_non_finite_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
+        tmp_path, capsys, monkeypatch, module, args):
+    import importlib
+
+    mod = importlib.import_module(module)
+    monkeypatch.setattr(mod, "F", _NanAfter(mod.F, 11 + 3))  # 11 steps per epoch at batch 128: NaN in epoch 2
+    out = tmp_path / "run"
+    assert main([*args, "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("nan" in err.lower()) and "step 14" in err, err
+    state = load_checkpoint(out / "checkpoint.pt")  # the checkpoint of epoch 1, intact
+    assert state.get("epoch", state.get("state", {}).get("epoch")) == 1
+    assert not (out / "result.yaml").exists()
+
+
+def test_a_full_disk_gives_a_clear_error_and_keeps_what_was_saved(tmp_path, capsys, monkeypatch):
+    """The second checkpoint cannot be written (ENOSPC): one line naming the file, exit 2, and the
+    first checkpoint is intact, with no temporary file left next to it."""
+    import errno
+
+    import spnas.runs
+
+    real_replace, calls = os.replace, {"n": 0}
+
+    def replace(src, dst):
+        if str(dst).endswith("checkpoint.pt"):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(spnas.runs.os, "replace", replace)
+    out = tmp_path / "run"
+    assert main(["train", "k3e2 skip | k5e6 k3e3", "--space", "tiny", "--epochs", "3", "--batch-size", "128",
+                 "--quiet", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'checkpoint.pt'}: cannot write (No space left on device)" in err and err.count("\n") == 1
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+    monkeypatch.setattr(spnas.runs.os, "replace", real_replace)  # space again: the run resumes
+    assert main(["train", "k3e2 skip | k5e6 k3e3", "--space", "tiny", "--epochs", "3", "--batch-size", "128",
+                 "--quiet", "--out", str(out), "--resume"]) == 0
+
+
+def test_an_unwritable_run_directory_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["train", "k3e2 skip | k5e6 k3e3", "--space", "tiny", "--epochs", "1", "--quiet",
+                     "--out", str(blocker / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"{blocker / 'run'}: cannot create run directory" in err and err.count("\n") == 1

@@ -93,6 +93,40 @@ def test_spnas_plugins_lists_origins_and_errors(fake_entry_points, capsys):
     assert "broken (fake-dist 9.9): BROKEN: ImportError: No module named 'missing_dependency'" in out
 
 
+class _RaisingPlugin:
+    """Registers a strategy and a device, then its data-set hook raises."""
+
+    @spnas.hookimpl
+    def spnas_register_strategies(self, register):
+        register("half-done", object)
+
+    @spnas.hookimpl
+    def spnas_register_datasets(self, register):
+        raise RuntimeError("the plugin's own bug\nwith a second line")
+
+
+def test_a_hook_that_raises_breaks_only_its_plugin(monkeypatch, capsys):
+    eps = [_FakeEntryPoint("raising", _RaisingPlugin()), _FakeEntryPoint("good", _Plugin("third-party"))]
+    monkeypatch.setattr(md, "entry_points", lambda group: eps if group == "spnas" else [])
+    monkeypatch.delenv("SPNAS_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    reg_mod.reset_registry()
+    try:
+        reg = get_registry()
+        assert reg.broken["raising"] == "RuntimeError: the plugin's own bug with a second line"
+        assert "half-done" not in reg.names("strategy")  # its partial registration was rolled back
+        assert "third-party" in reg.names("strategy")
+        from spnas.cli import main
+
+        assert main(["plugins"]) == 0
+        assert "raising (fake-dist 9.9): BROKEN: RuntimeError: the plugin's own bug" in capsys.readouterr().out
+        assert main(["space", "list"]) == 0  # a command that does not need the plugin
+        assert main(["search", "--strategy", "half-done", "--device", "flops"]) == 2
+        err = capsys.readouterr().err
+        assert "unknown strategy 'half-done'" in err and "broken plugins: raising" in err and err.count("\n") == 1
+    finally:
+        reg_mod.reset_registry()
+
+
 def test_autoload_can_be_turned_off(fake_entry_points, monkeypatch):
     monkeypatch.setenv("SPNAS_DISABLE_PLUGIN_AUTOLOAD", "1")
     reg_mod.reset_registry()

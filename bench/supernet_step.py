@@ -190,14 +190,17 @@ def _count_ops(step: Step) -> tuple[int, int]:
             sum(n.startswith("autograd::engine::evaluate_function") for n in names))
 
 
-def measure_memory(name: str, space: SpaceGraph, batch: int, seed: int, steps: int) -> dict[str, float]:
-    """Peak memory of ``steps`` training steps of one variant (run this in a fresh process)."""
+def measure_memory(name: str, space: SpaceGraph, batch: int, seed: int, steps: int,
+                   builder: Callable[[str, SpaceGraph, int, int], tuple[nn.Module, Step]] = build,
+                   ) -> dict[str, float]:
+    """Peak memory of ``steps`` training steps of one variant (run this in a fresh process).
+    ``builder`` makes the variant's model and step (``bench/peers.py`` passes its own)."""
     rss0 = _proc_status_kb("VmRSS")
     try:  # reset the peak RSS to now (Linux >= 4.0), so that the import's transients do not count
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
-    model, step = build(name, space, batch, seed)
+    model, step = builder(name, space, batch, seed)
     for _ in range(steps + 1):
         step()
     rss_peak = _proc_status_kb("VmHWM")
@@ -205,7 +208,7 @@ def measure_memory(name: str, space: SpaceGraph, batch: int, seed: int, steps: i
     gc.collect()
     cpu = [torch.profiler.ProfilerActivity.CPU]
     with torch.profiler.profile(activities=cpu, profile_memory=True) as prof:
-        model, step = build(name, space, batch, seed)
+        model, step = builder(name, space, batch, seed)
         step()  # the first step allocates the gradients and the momentum buffers
         for _ in range(steps):
             step()
@@ -273,12 +276,13 @@ def doc_section(result: dict) -> str:
     ])
 
 
-def update_doc(path: Path, section: str) -> None:
-    """Replace the marked section of ``path`` (append it when the markers are missing)."""
+def update_doc(path: Path, section: str, marks: tuple[str, str] = (MARK_BEGIN, MARK_END)) -> None:
+    """Replace the section of ``path`` between ``marks`` (append it when they are missing)."""
+    begin, end = marks
     text = path.read_text() if path.exists() else "# Performance\n"
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + section + rest.split(end, 1)[1]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)

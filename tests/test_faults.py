@@ -151,3 +151,19 @@ def test_an_unwritable_run_directory_is_a_clear_error(tmp_path, capsys):
                      "--out", str(blocker / "run")]) == 2
     err = capsys.readouterr().err
     assert f"{blocker / 'run'}: cannot create run directory" in err and err.count("\n") == 1
+
+
+def test_a_torn_checkpoint_is_refused_with_one_line(tmp_path, capsys):
+    """Atomic replace means spnas never leaves one, but a copy can be cut short: validation on load."""
+    out = tmp_path / "run"
+    assert main(["train", "k3e2 skip | k5e6 k3e3", "--space", "tiny", "--epochs", "1", "--batch-size", "128",
+                 "--quiet", "--out", str(out)]) == 0
+    for name, argv in [("checkpoint.pt", ["train", "k3e2 skip | k5e6 k3e3", "--space", "tiny", "--epochs", "2",
+                                          "--quiet", "--out", str(out), "--resume"]),
+                       ("model.pt", ["eval", str(out / "model.pt")])]:
+        data = (out / name).read_bytes()
+        (out / name).write_bytes(data[: len(data) // 2])
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{out / name}: not a valid spnas checkpoint" in err and err.count("\n") == 1, err

@@ -165,17 +165,7 @@ def versions() -> dict[str, str]:
 
 def markdown_table(result: dict) -> str:
     """The results as a markdown table, ratios against the superkernel (rows in :data:`VARIANTS` order)."""
-    rows = ["| Variant | Step, median (ms) | IQR (ms) | Time vs superkernel | Per-round ratio (95 % interval) "
-            "| Peak tensors (MB) | Memory vs superkernel | Peak RSS increase (MB) | Parameters |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for v in result["variants"].values():
-        lo, hi = v["paired_ratio_ci95"]
-        rows.append(
-            f"| {v['label']} | {v['median_ms']:.1f} | {v['iqr_ms']:.1f} | {v['time_ratio']:.2f}x "
-            f"| {v['paired_ratio_median']:.2f}x ({lo:.2f}-{hi:.2f}) "
-            f"| {v['peak_alloc_mb']:.1f} | {v['memory_ratio']:.2f}x | {v['rss_increase_mb']:.0f} "
-            f"| {v['params']:,} |")
-    return "\n".join(rows)
+    return supernet_step.markdown_table(result, reference="superkernel", digits=2)
 
 
 def verdict_line(result: dict) -> str:

@@ -230,17 +230,19 @@ def memory_in_subprocess(name: str, args: argparse.Namespace) -> dict[str, float
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def markdown_table(result: dict) -> str:
-    """The results as a markdown table (rows in :data:`VARIANTS` order)."""
-    rows = ["| Variant | Step, median (ms) | IQR (ms) | Time vs fixed | Per-round ratio (95 % interval) "
-            "| Peak tensors (MB) | Memory vs fixed | Peak RSS increase (MB) | Parameters |",
+def markdown_table(result: dict, reference: str = "fixed", digits: int = 3) -> str:
+    """The results as a markdown table (rows in :data:`VARIANTS` order), ratios against ``reference``
+    (``bench/peers.py`` uses it with its own reference and precision)."""
+    rows = [f"| Variant | Step, median (ms) | IQR (ms) | Time vs {reference} | Per-round ratio (95 % interval) "
+            f"| Peak tensors (MB) | Memory vs {reference} | Peak RSS increase (MB) | Parameters |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    d = digits
     for v in result["variants"].values():
         lo, hi = v["paired_ratio_ci95"]
         rows.append(
-            f"| {v['label']} | {v['median_ms']:.1f} | {v['iqr_ms']:.1f} | {v['time_ratio']:.3f}x "
-            f"| {v['paired_ratio_median']:.3f}x ({lo:.3f}-{hi:.3f}) "
-            f"| {v['peak_alloc_mb']:.1f} | {v['memory_ratio']:.3f}x | {v['rss_increase_mb']:.0f} "
+            f"| {v['label']} | {v['median_ms']:.1f} | {v['iqr_ms']:.1f} | {v['time_ratio']:.{d}f}x "
+            f"| {v['paired_ratio_median']:.{d}f}x ({lo:.{d}f}-{hi:.{d}f}) "
+            f"| {v['peak_alloc_mb']:.1f} | {v['memory_ratio']:.{d}f}x | {v['rss_increase_mb']:.0f} "
             f"| {v['params']:,} |")
     return "\n".join(rows)
 

@@ -234,7 +234,7 @@ def train(space: SpaceGraph, arch: Architecture, data: DataSplit, r: TrainRecipe
                     x = augment_batch(x, hflip=data.hflip, generator=aug)
                 loss = F.cross_entropy(model(x.to(device)), y.to(device), label_smoothing=r.label_smoothing)
                 if not torch.isfinite(loss):
-                    raise SpnasError(f"training: the loss became {float(loss)} at step {step} (epoch {epoch + 1}); "
+                    raise SpnasError(f"training: the loss became {float(loss.detach())} at step {step} (epoch {epoch + 1}); "
                                      f"the checkpoint of epoch {epoch} is kept; lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

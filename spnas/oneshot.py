@@ -138,7 +138,7 @@ def train_uniform(space: SpaceGraph, data: DataSplit, opts: UniformTraining, run
                 arch = space.random(paths)
                 loss = F.cross_entropy(net(x.to(device), arch=arch), y.to(device))
                 if not torch.isfinite(loss):
-                    raise SpnasError(f"supernet training: the loss became {float(loss)} at step {step}; lower --lr")
+                    raise SpnasError(f"supernet training: the loss became {float(loss.detach())} at step {step}; lower --lr")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

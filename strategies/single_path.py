@@ -203,7 +203,7 @@ class SinglePathStrategy(DifferentiableStrategy):
             else:  # target mode: the runtime term acts only above T* (a hinge on log R)
                 loss = ce + opts.lambda_ * opts.lambda_scale * torch.relu(torch.log(r / t_star))
         if not torch.isfinite(loss):
-            raise SpnasError(f"the loss became {float(loss)} at step {state['step']}; lower --lr "
+            raise SpnasError(f"the loss became {float(loss.detach())} at step {state['step']}; lower --lr "
                              f"(the last good checkpoint is kept in {ctx.run.path})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

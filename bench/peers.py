@@ -232,20 +232,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", default="spnas-cifar", help="registered space name or YAML path")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    p.add_argument("--repeats", type=int, default=100, help="rounds: a block of steps of every variant each")
-    p.add_argument("--block", type=int, default=1, help="consecutive steps of a variant in a round")
-    p.add_argument("--warmup", type=int, default=5, help="untimed steps of every variant first")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--memory-steps", type=int, default=4, help="steps measured for memory, after one more")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--out", type=Path, default=Path("bench/results/peers.json"))
-    p.add_argument("--doc", type=Path, default=None, help="rewrite the marked section of this markdown file")
-    p.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: one subprocess
+    p = supernet_step.step_bench_parser(__doc__, repeats=100, out="bench/results/peers.json", variants=VARIANTS)
     args = p.parse_args(argv)
     if REF not in args.variants:
         p.error(f"--variants must include {REF!r} (the reference of every ratio)")

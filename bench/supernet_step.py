@@ -320,21 +320,26 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def step_bench_parser(doc: str, *, repeats: int, out: str, variants: tuple[str, ...]) -> argparse.ArgumentParser:
+    """The options of a step benchmark (this one and ``bench/peers.py``)."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="spnas-cifar", help="registered space name or YAML path")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
-    p.add_argument("--repeats", type=int, default=150, help="rounds: a block of steps of every variant each")
+    p.add_argument("--repeats", type=int, default=repeats, help="rounds: a block of steps of every variant each")
     p.add_argument("--block", type=int, default=1, help="consecutive steps of a variant in a round")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps of every variant first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--memory-steps", type=int, default=4, help="steps measured for memory, after one more")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--out", type=Path, default=Path("bench/results/supernet_step.json"))
+    p.add_argument("--variants", nargs="+", default=list(variants), choices=variants)
+    p.add_argument("--out", type=Path, default=Path(out))
     p.add_argument("--doc", type=Path, default=None, help="rewrite the marked section of this markdown file")
-    p.add_argument("--memory-of", choices=VARIANTS, help=argparse.SUPPRESS)  # internal: one subprocess
+    p.add_argument("--memory-of", choices=variants, help=argparse.SUPPRESS)  # internal: one subprocess
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = step_bench_parser(__doc__, repeats=150, out="bench/results/supernet_step.json", variants=VARIANTS)
     args = p.parse_args(argv)
     if "fixed" not in args.variants:
         p.error("--variants must include 'fixed' (the reference of every ratio)")

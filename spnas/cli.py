@@ -165,14 +165,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def _write_report(run_dir: Path) -> Path | None:
     """report.md and plots after result.yaml is safe on disk: a failure costs the report, not the result."""
-    from spnas.report import write_report
+    from spnas.report import try_write_report
 
-    try:
-        return write_report(run_dir)
-    except Exception as exc:  # noqa: BLE001 - the search has finished; never lose it to a plot
-        print(f"spnas: warning: report not written ({type(exc).__name__}: {exc}); "
-              f"retry with 'spnas report {run_dir}'", file=sys.stderr)
-        return None
+    return try_write_report(run_dir)
 
 
 def cmd_space_show(args: argparse.Namespace) -> int:

@@ -192,7 +192,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         run.close()
     run.write_result(result)
-    _report(run.path)
+    from spnas.report import try_write_report
+
+    try_write_report(run.path)
     print(f"architecture: {result['arch']}")
     print(f"validation top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} after {r.epochs} epochs "
           f"({result['train_seconds']:.1f} s)")
@@ -203,25 +205,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(path: Path) -> None:
-    """Write the run's report.md and plots; a failure there never loses the finished run."""
-    try:
-        from spnas.report import write_report
-    except ImportError:  # pragma: no cover - the report module is part of spnas
-        return
-    try:
-        write_report(path)
-    except SpnasError as exc:
-        print(f"spnas: warning: no report ({exc})")
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
     import torch
 
     from spnas.builder import recalibrate_bn
-    from spnas.export import CHILD_FORMAT, read_child
+    from spnas.export import read_child
     from spnas.graph import SpaceGraph
     from spnas.train import MODEL_FILE, evaluate_child
 
@@ -240,7 +230,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if data.num_classes != child.space.spec.num_classes:
         raise SpnasError(f"{path}: the network has {child.space.spec.num_classes} outputs; --data {args.data} has "
                          f"{data.num_classes} classes")
-    if CHILD_FORMAT not in loaded.source:
+    if loaded.from_supernet:
         gen = torch.Generator().manual_seed(7)
         loader = torch.utils.data.DataLoader(data.train, batch_size=64, shuffle=True, generator=gen)
         recalibrate_bn(child, [(x,) for (x, _), _ in zip(loader, range(args.bn_batches))])

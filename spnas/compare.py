@@ -34,6 +34,7 @@ from spnas.data import DataSplit
 from spnas.errors import SpnasError
 from spnas.graph import SpaceGraph
 from spnas.runs import RunDir, atomic_write_text, dump_yaml
+from spnas.report import try_write_report
 from spnas.runtime import RuntimeModel
 from spnas.train import TrainRecipe
 
@@ -156,7 +157,7 @@ class Comparison:
         out = result.to_dict()
         out["search_seconds"] = round(time.perf_counter() - start, 3)
         run.write_result(out)
-        _stage_report(run.path)
+        try_write_report(run.path)  # the stage's own report; a failure costs only that
         return out
 
     def _train(self, name: str, arch: str) -> dict[str, Any]:
@@ -174,7 +175,7 @@ class Comparison:
         finally:
             run.close()
         run.write_result(result)
-        _stage_report(run.path)
+        try_write_report(run.path)  # the stage's own report; a failure costs only that
         return result
 
     def run(self) -> dict[str, Any]:
@@ -239,16 +240,6 @@ def budget_notes(strategies: dict[str, tuple[Any, str]], opts: CompareOptions) -
                          f"({opts.evaluations}), so it evaluated only its random first generation: "
                          f"it searched as random search does")
     return notes
-
-
-def _stage_report(path: Path) -> None:
-    """Each stage's own report.md; a failure there never stops the comparison."""
-    from spnas.report import write_report
-
-    try:
-        write_report(path)
-    except Exception as exc:  # noqa: BLE001 - a plot must not cost a finished stage
-        print(f"spnas: warning: no report for {path} ({type(exc).__name__}: {exc})")
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:

@@ -212,6 +212,9 @@ class LoadedChild:
     child: ChildNet
     source: str  # one line, e.g. "supernet runs/x/supernet.pt (spnas-supernet-v1, trained by uniform)"
     checkpoint_classes: int | None = None  # the classes the checkpoint was trained with (None: no checkpoint)
+    #: the weights were sliced from a supernet, whose BatchNorm statistics do not fit one path
+    #: (``spnas eval`` recalibrates them)
+    from_supernet: bool = False
 
 
 def with_classes(space: SpaceGraph, num_classes: int | None) -> SpaceGraph:
@@ -371,7 +374,7 @@ def read_child(space: SpaceGraph | str | None, arch: Architecture | str | None,
         _load_state(supernet, model, path, f"the supernet of space {space.name!r}")
         source = f"{accepted[fmt]} {path} ({fmt}; BatchNorm statistics as in training)"
     arch = space.parse(arch) if isinstance(arch, str) else space.validate(arch)
-    return LoadedChild(ChildNet.from_supernet(supernet, arch).eval(), source, classes)
+    return LoadedChild(ChildNet.from_supernet(supernet, arch).eval(), source, classes, from_supernet=True)
 
 
 def load_child(space: SpaceGraph | str | None, arch: Architecture | str | None,

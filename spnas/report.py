@@ -482,5 +482,18 @@ def write_report(run_dir: str | Path) -> Path:
     return path
 
 
+def try_write_report(run_dir: str | Path) -> Path | None:
+    """:func:`write_report` for a run that has just finished: its result is already on disk, so a
+    failure costs only the report (a warning on stderr saying how to retry), never the run."""
+    import sys
+
+    try:
+        return write_report(run_dir)
+    except Exception as exc:  # noqa: BLE001 - a plot must never cost a finished search, training or stage
+        print(f"spnas: warning: report not written ({type(exc).__name__}: {exc}); "
+              f"retry with 'spnas report {run_dir}'", file=sys.stderr)
+        return None
+
+
 __all__ = ["KINDS", "Report", "RunFiles", "build_report", "read_run", "register_kind", "render", "run_kind",
-           "write_report"]
+           "try_write_report", "write_report"]

@@ -151,3 +151,11 @@ def test_missing_files_are_user_errors(tmp_path, capsys):
     assert "nothing.yaml: no such file" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "model.pt")]) == 2
     assert "model.pt: no such file or directory; give a model.pt" in capsys.readouterr().err
+
+
+def test_eval_of_a_training_checkpoint_keeps_its_batchnorm(tmp_path, capsys):
+    """A training checkpoint holds a child network: evaluated as is, like model.pt (no recalibration)."""
+    torch.set_num_threads(1)
+    out, result = _train(tmp_path, "run", "--epochs", "2")
+    assert main(["eval", str(out / "checkpoint.pt"), "--json", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["val_top1"] == result["top1"]

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from spnas.errors import SpnasError
 
@@ -121,6 +120,8 @@ def resolve_arch(text: str, space_flag: str | None) -> tuple[str, str]:
     The space of a result is the one its run used (config.yaml's ``space``, which may be a YAML
     path), unless ``space_flag`` is given.
     """
+    from spnas.runs import read_yaml
+
     path = Path(text)
     if path.is_dir():
         path = path / "result.yaml"
@@ -130,18 +131,15 @@ def resolve_arch(text: str, space_flag: str | None) -> tuple[str, str]:
         if path.suffix in (".yaml", ".yml"):
             raise SpnasError(f"{text}: no such file")
         return text, space_flag or "spnas-cifar"
-    try:
-        result = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpnasError(f"{path}: cannot read ({str(exc).splitlines()[0][:160]})") from None
+    result = read_yaml(path)
     if not isinstance(result, dict) or not isinstance(result.get("arch"), str):
         raise SpnasError(f"{path}: arch: missing; expected a search's result.yaml with an 'arch' string")
     space = space_flag
     if space is None:
         config = path.parent / "config.yaml"
         try:
-            cfg = yaml.safe_load(config.read_text(encoding="utf-8")) if config.is_file() else None
-        except (OSError, yaml.YAMLError):
+            cfg = read_yaml(config) if config.is_file() else None
+        except SpnasError:  # the result names its space too
             cfg = None
         space = (cfg or {}).get("space") if isinstance(cfg, dict) else None
         space = space or result.get("space")

@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from spnas.data import DataSplit
 from spnas.errors import SpnasError
 from spnas.graph import SpaceGraph
-from spnas.runs import RunDir, atomic_write_text, dump_yaml
+from spnas.runs import RunDir, atomic_write_text, dump_yaml, read_yaml
 from spnas.report import try_write_report
 from spnas.runtime import RuntimeModel
 from spnas.train import TrainRecipe
@@ -60,10 +59,6 @@ class CompareOptions:
             raise SpnasError(f"--evaluations {self.evaluations} is not allowed; use >= 1")
         if self.target is not None and not self.target > 0:
             raise SpnasError(f"--target {self.target} is not allowed; use a latency > 0")
-
-
-def _read_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
 def _strategy(name: str, opts: CompareOptions, supernet: Path | None):
@@ -124,7 +119,7 @@ class Comparison:
 
         info = self.out / "supernet" / "seconds.yaml"
         if self.supernet_path.is_file() and info.is_file():
-            return float(_read_yaml(info)["seconds"])
+            return float(read_yaml(info)["seconds"])
         run, resume = self._stage("supernet")
         start = time.perf_counter()
         try:
@@ -141,7 +136,7 @@ class Comparison:
 
         path = self.out / f"search-{name}"
         if (path / "result.yaml").is_file():
-            return _read_yaml(path / "result.yaml")
+            return read_yaml(path / "result.yaml")
         strategy, _ = self.strategies[name]
         run, resume = self._stage(f"search-{name}")
         run.write_config({"command": "compare/search", "strategy": name, "space": self.space.name,
@@ -165,7 +160,7 @@ class Comparison:
 
         path = self.out / f"train-{name}"
         if (path / "result.yaml").is_file():
-            return _read_yaml(path / "result.yaml")
+            return read_yaml(path / "result.yaml")
         run, resume = self._stage(f"train-{name}")
         run.write_config({"command": "compare/train", "arch": arch, "space": self.space.name,
                           "recipe": self.opts.recipe, "seed": self.opts.seed})
@@ -219,7 +214,7 @@ class Comparison:
         if not self.opts.measure or not isinstance(self.device, MeasuredDevice):
             return [None] * len(archs)
         cache = self.out / "measured.yaml"
-        known = _read_yaml(cache) if cache.is_file() else {}
+        known = read_yaml(cache) if cache.is_file() else {}
         todo = sorted({a for a in archs if a not in known})
         if todo:
             timings = self.device.measure_networks(self.space, [self.space.parse(a) for a in todo],

@@ -226,6 +226,19 @@ class RunDir:
             self._tb = None
 
 
+def read_yaml(path: str | Path) -> Any:
+    """A YAML file spnas wrote (config, result), read with ``yaml.safe_load``; a missing, unreadable
+    or malformed file is a one-line SpnasError naming it."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpnasError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = " ".join(str(exc).split())[:160]
+        raise SpnasError(f"{path}: cannot read ({first})") from None
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint safely (``weights_only=True``: no code runs from the file)."""
     path = Path(path)

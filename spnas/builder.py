@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from spnas.arch import Architecture, Op
 from spnas.graph import LayerNode, SpaceGraph
-from spnas.superkernel import MBConv, SuperMBConv, make_act
+from spnas.superkernel import BatchNorm2d, MBConv, SuperMBConv, make_act
 
 Decision = tuple[Tensor, Tensor]
 
@@ -24,7 +24,7 @@ class ConvBnAct(nn.Sequential):
     def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int, act: str):
         super().__init__(
             nn.Conv2d(in_chs, out_chs, kernel, stride, kernel // 2, bias=False),
-            nn.BatchNorm2d(out_chs),
+            BatchNorm2d(out_chs),
             make_act(act),
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 import types
@@ -48,7 +49,10 @@ def _add_search(sub, strategy_cls: type | None) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2)
     p.add_argument("--out", type=Path, help="run directory (default: runs/<strategy>-<space>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    p.add_argument("--accelerator", choices=["cpu", "cuda"], help="where training runs (default: cuda if available)")
+    p.add_argument("--accelerator", choices=["cpu", "cuda"], help="where training runs (default: cuda if available); "
+                   "under torchrun each process uses GPU LOCAL_RANK (see docs/scaling.md)")
+    p.add_argument("--loader-workers", type=int, default=0, metavar="N",
+                   help="data-loading worker processes per training process (default: %(default)s: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write report.md and plots/ at the end "
                    "(build them later with 'spnas report RUN_DIR')")
@@ -121,28 +125,51 @@ def cmd_search(args: argparse.Namespace) -> int:
     if data.num_classes != space.spec.num_classes:
         space = SpaceGraph(dataclasses.replace(space.spec, num_classes=data.num_classes))
     from spnas.cli_latency import table_from_args
+    from spnas.distributed import MainRun, device_of, from_env, per_rank_batch
 
-    runtime = RuntimeModel(space, table_from_args(args, space))
     accel = args.accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
     if accel == "cuda" and not torch.cuda.is_available():
         raise SpnasError("--accelerator cuda: no CUDA device is available; use --accelerator cpu")
-    strategy.check(space, runtime)
-    out = args.out or Path("runs") / f"{args.strategy}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run = RunDir(out, resume=args.resume)
-    run.write_config({
-        "command": "search", "strategy": args.strategy, "space": args.space, "space_name": space.name,
-        "device": args.device, "device_table": args.device_table, "device_options": args.device_option or [],
-        "data": args.data,
-        "val_fraction": args.val_fraction, "seed": args.seed, "accelerator": accel,
-        "options": dataclasses.asdict(strategy.options), "table_header": runtime.table.header,
-    })
-    ctx = SearchContext(space, data, runtime, run, seed=args.seed, accelerator=torch.device(accel),
-                        resume=args.resume, progress=not args.quiet)
-    start = time.perf_counter()
+    if args.loader_workers < 0:
+        raise SpnasError(f"--loader-workers {args.loader_workers} is not allowed; use >= 0")
+    d = from_env(accel)  # under torchrun: join the process group (else one process)
     try:
-        result = strategy.search(ctx)
+        # one latency table for every rank: rank 0 builds (or measures) it, the others receive it
+        batch = getattr(strategy.options, "batch_size", None)
+        if d.enabled and isinstance(batch, int):  # each rank loads batch / world_size images a step
+            d.from_main(lambda: per_rank_batch(d, batch))
+        runtime = RuntimeModel(space, d.from_main(lambda: table_from_args(args, space)))
+        strategy.check(space, runtime)
+        out = d.broadcast(args.out or Path("runs") / f"{args.strategy}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        opened: list[RunDir] = []
+
+        def open_run() -> None:  # rank 0 alone writes the run directory
+            opened.append(RunDir(out, resume=args.resume))
+            opened[0].write_config({
+                "command": "search", "strategy": args.strategy, "space": args.space, "space_name": space.name,
+                "device": args.device, "device_table": args.device_table, "device_options": args.device_option or [],
+                "data": args.data,
+                "val_fraction": args.val_fraction, "seed": args.seed, "accelerator": accel,
+                **({"processes": d.world_size, "backend": d.backend} if d.enabled else {}),
+                "options": dataclasses.asdict(strategy.options), "table_header": runtime.table.header,
+            })
+
+        d.from_main(open_run)
+        run = MainRun(opened[0] if opened else None, d, path=out)
+        ctx = SearchContext(space, data, runtime, run, seed=args.seed, accelerator=device_of(d, accel),
+                            resume=args.resume, progress=not args.quiet and d.is_main, dist=d,
+                            loader_workers=args.loader_workers)
+        start = time.perf_counter()
+        try:
+            result = strategy.search(ctx)
+        finally:
+            run.close()
     finally:
-        run.close()
+        from spnas.distributed import shutdown
+
+        shutdown(d)
+    if not d.is_main:
+        return 0
     data = result.to_dict()
     # the search's own clock where it keeps one (sampling: without supernet training); else the
     # wall time of strategy.search in this process (a resumed run: since the resume)
@@ -319,7 +346,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return func(args)
     except SpnasError as exc:
-        print(f"spnas: error: {exc}", file=sys.stderr)
+        from spnas.distributed import ReplicatedError, launched
+
+        if not isinstance(exc, ReplicatedError):  # rank 0 reports an error every rank shares
+            where = f" (rank {os.environ.get('RANK')})" if launched() and os.environ.get("RANK", "0") != "0" else ""
+            print(f"spnas: error{where}: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("spnas: interrupted", file=sys.stderr)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from spnas.builder import Supernet
+from spnas.distributed import SINGLE, Distributed, MainRun, checksum, sync_batchnorm, train_loader, wrap
 from spnas.data import DataSplit
 from spnas.errors import SpnasError
 from spnas.graph import SpaceGraph
@@ -89,35 +89,38 @@ def load_supernet(path: str | Path, space: SpaceGraph, device: torch.device | st
     return net.to(device)
 
 
-def _loader(data: DataSplit, batch_size: int, generator: torch.Generator) -> DataLoader:
-    loader = DataLoader(data.train, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
-    if len(loader) == 0:
-        raise SpnasError(f"--batch-size {batch_size} is larger than the training set ({len(data.train)} images)")
-    return loader
-
-
-def train_uniform(space: SpaceGraph, data: DataSplit, opts: UniformTraining, run: RunDir, *, seed: int = 0,
-                  device: torch.device | str = "cpu", resume: bool = False, progress: bool = True) -> Supernet:
+def train_uniform(space: SpaceGraph, data: DataSplit, opts: UniformTraining, run: RunDir | MainRun, *, seed: int = 0,
+                  device: torch.device | str = "cpu", resume: bool = False, progress: bool = True,
+                  dist: Distributed = SINGLE, loader_workers: int = 0) -> Supernet:
     """Train a supernet with one uniformly sampled path per step; returns it and writes ``supernet.pt``.
 
     A checkpoint is written to the run directory after every epoch; with ``resume=True`` training
-    continues from it (or is skipped when ``supernet.pt`` is already there).
+    continues from it (or is skipped when ``supernet.pt`` is already there). Under ``torchrun``
+    (``dist``) the supernet is trained with DistributedDataParallel, each rank on its shard of
+    every batch, every rank on the same path; rank 0 writes the files.
     """
     device = torch.device(device)
+    run = run if isinstance(run, MainRun) else MainRun(run, dist)
     final = run.path / SUPERNET_FILE
-    if resume and final.is_file():
-        return load_supernet(final, space, device)
+    if resume and dist.from_main(final.is_file):
+        net = Supernet(space)
+        net.load_state_dict(dist.from_main(lambda: load_supernet(final, space).state_dict()))
+        return net.to(device)
     torch.manual_seed(seed)
     net = Supernet(space).to(device)
     optimizer = torch.optim.SGD(net.weight_parameters(), lr=opts.lr, momentum=0.9, nesterov=True,
                                 weight_decay=opts.weight_decay)
-    gen = torch.Generator()
-    loader = _loader(data, opts.batch_size, gen)
+    loader = train_loader(data.train, opts.batch_size, seed, dist, workers=loader_workers,
+                          pin_memory=device.type == "cuda")
+    if len(loader) == 0:
+        raise SpnasError(f"--batch-size {opts.batch_size} is larger than the training set ({len(data.train)} images)")
+    # a path leaves the other choices' weights (and skipped layers) without a gradient
+    model = wrap(net, dist, device, find_unused_parameters=True)
     total = opts.epochs * len(loader)
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    paths = random.Random(seed)  # the uniform path of each step
+    paths = random.Random(seed)  # the uniform path of each step (the same on every rank)
     epoch = step = 0
-    if resume and run.checkpoint_path.is_file():
+    if resume and run.has_checkpoint():
         ckpt = run.load_checkpoint()
         if ckpt.get("format") == TRAINING_FORMAT:
             net.load_state_dict(ckpt["model"])
@@ -133,20 +136,23 @@ def train_uniform(space: SpaceGraph, data: DataSplit, opts: UniformTraining, run
     net.train()
     try:
         for epoch in range(epoch, opts.epochs):
-            gen.manual_seed(seed * 1000 + epoch)  # the data order of an epoch survives a resume
-            for x, y in loader:
-                arch = space.random(paths)
-                loss = F.cross_entropy(net(x.to(device), arch=arch), y.to(device))
-                if not torch.isfinite(loss):
-                    raise SpnasError(f"supernet training: the loss became {float(loss.detach())} at step {step}; lower --lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                sched.step()
-                step += 1
-                bar.update(1)
-                bar.set_postfix(ce=f"{loss.item():.3f}", refresh=False)
-            run.log({"phase": "supernet", "epoch": epoch + 1, "step": step, "ce": loss.item()})
+            loader.sampler.set_epoch(epoch)  # the data order of an epoch survives a resume
+            with sync_batchnorm(net, dist):
+                for x, y in loader:
+                    arch = space.random(paths)
+                    loss = F.cross_entropy(model(x.to(device, non_blocking=True), arch=arch),
+                                           y.to(device, non_blocking=True))
+                    ce = dist.mean([float(loss.detach())])[0]  # the whole batch's: every rank stops together
+                    if not math.isfinite(ce):
+                        raise SpnasError(f"supernet training: the loss became {ce} at step {step}; lower --lr")
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    sched.step()
+                    step += 1
+                    bar.update(1)
+                    bar.set_postfix(ce=f"{ce:.3f}", refresh=False)
+            run.log({"phase": "supernet", "epoch": epoch + 1, "step": step, "ce": ce})
             run.save_checkpoint({
                 "format": TRAINING_FORMAT, "epoch": epoch + 1, "step": step, "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(),
@@ -154,5 +160,7 @@ def train_uniform(space: SpaceGraph, data: DataSplit, opts: UniformTraining, run
             })
     finally:
         bar.close()
-    save_supernet(final, net, "uniform", {"epochs": opts.epochs, "seed": seed, **asdict(opts)})
+    if dist.is_main:
+        save_supernet(final, net, "uniform", {"epochs": opts.epochs, "seed": seed, **asdict(opts)})
+    dist.check_same(checksum(net), "the supernet's weights after training")
     return net

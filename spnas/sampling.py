@@ -26,8 +26,9 @@ import math
 import random
 import time
 from pathlib import Path
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 from spnas.arch import Architecture
 from spnas.errors import SpnasError
@@ -173,15 +174,27 @@ class SamplingStrategy(Strategy):
     def tell(self, trial: Trial) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def replay(self, trials: Sequence[Trial]) -> None:
-        """Restore the state after ``trials`` (on ``--resume``): by default, ask and tell them again."""
-        for t in trials:
+    def ask_ahead(self) -> bool:
+        """Whether :meth:`ask` may propose another candidate while earlier ones wait for their
+        accuracy (the driver evaluates a batch of candidates at once under torchrun). Yes by
+        default; a strategy whose next proposal should see every result so far says no (evolution,
+        at the end of a generation), and the batch is evaluated as it is."""
+        return True
+
+    def replay(self, trials: Sequence[Trial], order: Sequence[int] | None = None) -> None:
+        """Restore the state after ``trials`` (on ``--resume``): by default, ask and tell them again,
+        in the recorded ``order`` (+n: trial n was asked, -n: told; default: ask, tell, ask, ...)."""
+        by_number = {t.number: t for t in trials}
+        for event in order if order is not None else _interleaved(trials):
+            t = by_number[abs(event)]
+            if event < 0:
+                self.tell(t)
+                continue
             arch = self.ask()
             if arch is None or str(arch) != t.key:
                 raise SpnasError(
                     f"cannot resume: at trial {t.number} strategy {self.name} now asks {str(arch)!r} but the run "
                     f"recorded {t.key!r} (were the options, the seed or the spnas version changed?)")
-            self.tell(t)
 
     def feasible(self, arch: Architecture) -> bool:
         return self.constraint.ok(self.runtime.predict(arch))
@@ -208,22 +221,31 @@ class SamplingStrategy(Strategy):
         from spnas.evaluator import SupernetEvaluator
         from spnas.oneshot import UniformTraining, load_supernet, train_uniform
 
+        from spnas.distributed import ShardedEvaluation, run_on_main
+
         opts: SamplingOptions = self.options
+        d = ctx.dist
         constraint = Constraint.from_options(opts, ctx.runtime)
         if opts.supernet:
             net = load_supernet(opts.supernet, ctx.space, ctx.accelerator)
-        else:
+        else:  # under torchrun: every rank trains it (DDP)
             training = UniformTraining(opts.epochs, opts.batch_size, opts.lr, opts.weight_decay)
             net = train_uniform(ctx.space, ctx.data, training, ctx.run, seed=ctx.seed, device=ctx.accelerator,
-                                resume=ctx.resume, progress=ctx.progress)
+                                resume=ctx.resume, progress=ctx.progress, dist=d, loader_workers=ctx.loader_workers)
         evaluate = SupernetEvaluator(net, ctx.data, bn_batches=opts.bn_batches, batch_size=opts.batch_size,
                                      seed=ctx.seed, device=ctx.accelerator)
-        driver = Driver(self, ctx.space, ctx.runtime, evaluate, constraint, seed=ctx.seed, run=ctx.run,
-                        resume=ctx.resume, progress=ctx.progress)
-        trials = driver.run()
-        details = {"supernet": str(opts.supernet or ctx.run.path / "supernet.pt"), "seed": ctx.seed,
-                   **self.result_details()}
-        return driver.result(trials, details)
+        pool = ShardedEvaluation(evaluate, ctx.space, d)
+
+        def drive() -> SearchResult:  # the strategy runs once, on rank 0; every rank evaluates candidates
+            driver = Driver(self, ctx.space, ctx.runtime, evaluate, constraint, seed=ctx.seed, run=ctx.run,
+                            resume=ctx.resume, progress=ctx.progress, batch=d.world_size,
+                            evaluate_many=pool.evaluate_many if d.enabled else None)
+            trials = driver.run()
+            details = {"supernet": str(opts.supernet or ctx.run.path / "supernet.pt"), "seed": ctx.seed,
+                       **({"processes": d.world_size} if d.enabled else {}), **self.result_details()}
+            return driver.result(trials, details)
+
+        return run_on_main(d, drive, pool)
 
     def result_details(self) -> dict[str, Any]:
         """Strategy-specific facts for ``result.yaml`` (e.g. the size of an Optuna study); none by default."""
@@ -235,11 +257,19 @@ class Driver:
 
     def __init__(self, strategy: SamplingStrategy, space: SpaceGraph, runtime: RuntimeModel, evaluate: Evaluate,
                  constraint: Constraint = Constraint(), *, seed: int = 0, run: RunDir | None = None,
-                 resume: bool = False, progress: bool = False):
+                 resume: bool = False, progress: bool = False, batch: int = 1,
+                 evaluate_many: Callable[[list[Architecture]], Sequence[float]] | None = None):
+        """``batch`` candidates are asked before they are evaluated together by ``evaluate_many`` (one
+        per rank under torchrun: :class:`spnas.distributed.ShardedEvaluation`); by default one at a time."""
+        if batch < 1:
+            raise SpnasError(f"driver batch {batch} is not allowed; use >= 1")
         self.strategy, self.space, self.runtime, self.evaluate = strategy, space, runtime, evaluate
         self.constraint, self.seed, self.run_dir, self.resume, self.progress = constraint, seed, run, resume, progress
+        self.batch, self.evaluate_many = batch, evaluate_many
         self.stop_reason = ""
         self.elapsed = 0.0
+        #: the order of asks (+n) and tells (-n) of trial n, kept in the checkpoint for an exact replay
+        self.events: list[int] = []
 
     def run(self) -> list[Trial]:
         s = self.strategy
@@ -253,6 +283,14 @@ class Driver:
         bar = tqdm(total=budget, initial=n_eval, desc=s.name, unit="cand", disable=not self.progress,
                    dynamic_ncols=True, leave=False)
         start = time.perf_counter() - self.elapsed
+
+        def told(trial: Trial) -> None:  # tell the strategy, record, and keep the events in order
+            s.tell(trial)
+            self.events.append(-trial.number)
+            trials.append(trial)
+            if self.run_dir is not None:
+                self.run_dir.log({**trial.to_record(), "elapsed": round(time.perf_counter() - start, 3)})
+
         try:
             while True:
                 self.elapsed = time.perf_counter() - start
@@ -264,37 +302,59 @@ class Driver:
                     self.stop_reason = f"{stall} asks in a row gave no new feasible candidate"
                 if self.stop_reason:
                     break
-                arch = s.ask()
-                if arch is None:
-                    self.stop_reason = "the strategy has nothing more to ask"
-                    break
-                trial = self._trial(len(trials) + 1, self.space.validate(arch), seen)
-                s.tell(trial)
-                trials.append(trial)
-                if self.run_dir is not None:
-                    self.run_dir.log({**trial.to_record(), "elapsed": round(time.perf_counter() - start, 3)})
-                if trial.status == EVALUATED:
+                # ask up to `batch` new candidates (one per rank under torchrun; one for one process),
+                # telling infeasible and duplicate asks at once, then evaluate the batch together
+                want = min(self.batch, budget - n_eval)
+                batch: list[Trial] = []  # new feasible candidates, accuracy pending
+                repeats: list[Trial] = []  # asked again within the batch: told after it
+                number = len(trials) + 1
+                while len(batch) < want and (not batch or s.ask_ahead()):
+                    arch = s.ask()
+                    if arch is None:
+                        self.stop_reason = "the strategy has nothing more to ask"
+                        break
+                    arch = self.space.validate(arch)
+                    self.events.append(number)
+                    trial = Trial(number, arch, self.runtime.predict(arch), None, EVALUATED)
+                    number += 1
+                    if not self.constraint.ok(trial.latency):
+                        told(dataclasses.replace(trial, status=INFEASIBLE))
+                        stall += 1
+                    elif trial.key in seen:
+                        told(dataclasses.replace(trial, accuracy=seen[trial.key].accuracy, status=DUPLICATE))
+                        stall += 1
+                    elif any(t.key == trial.key for t in batch):
+                        repeats.append(trial)
+                        stall += 1
+                    else:
+                        batch.append(trial)
+                        stall = 0
+                    if stall >= s.options.max_stall or (limit is not None and time.perf_counter() - start >= limit):
+                        break
+                if not batch:
+                    continue
+                for trial, accuracy in zip(batch, self._evaluate([t.arch for t in batch])):
+                    trial = dataclasses.replace(trial, accuracy=float(accuracy))
+                    told(trial)
                     seen[trial.key] = trial
-                    n_eval, stall = n_eval + 1, 0
+                    n_eval += 1
                     bar.update(1)
-                    best = max(seen.values(), key=_rank)
-                    bar.set_postfix(best=f"{best.accuracy:.4f}", lat=f"{best.latency:.4g}", refresh=False)
-                    self._checkpoint(trials, time.perf_counter() - start)
-                else:
-                    stall += 1
+                for trial in repeats:
+                    told(dataclasses.replace(trial, accuracy=seen[trial.key].accuracy, status=DUPLICATE))
+                trials.sort(key=lambda t: t.number)
+                best = max(seen.values(), key=_rank)
+                bar.set_postfix(best=f"{best.accuracy:.4f}", lat=f"{best.latency:.4g}", refresh=False)
+                self._checkpoint(trials, time.perf_counter() - start)
         finally:
             bar.close()
+        trials.sort(key=lambda t: t.number)
         self._checkpoint(trials, self.elapsed)
         return trials
 
-    def _trial(self, number: int, arch: Architecture, seen: dict[str, Trial]) -> Trial:
-        latency = self.runtime.predict(arch)
-        key = str(arch)
-        if not self.constraint.ok(latency):
-            return Trial(number, arch, latency, None, INFEASIBLE)
-        if key in seen:
-            return Trial(number, arch, latency, seen[key].accuracy, DUPLICATE)
-        return Trial(number, arch, latency, float(self.evaluate(arch)), EVALUATED)
+    def _evaluate(self, archs: list[Architecture]) -> list[float]:
+        if self.evaluate_many is not None:
+            return list(self.evaluate_many(archs))
+        return [float(self.evaluate(a)) for a in archs]
 
     def _checkpoint(self, trials: list[Trial], elapsed: float) -> None:
         if self.run_dir is None:
@@ -302,6 +362,7 @@ class Driver:
         self.run_dir.save_checkpoint({
             "format": CHECKPOINT_FORMAT, "strategy": self.strategy.name, "space": self.space.name,
             "seed": self.seed, "elapsed": elapsed, "trials": [t.to_record() for t in trials],
+            "events": list(self.events),
         })
 
     def _restore(self) -> list[Trial]:
@@ -317,7 +378,12 @@ class Driver:
                              f"this run is {self.strategy.name} on {self.space.name!r}")
         trials = [Trial(r["trial"], self.space.parse(r["arch"]), r["latency"], r["accuracy"], r["status"])
                   for r in ckpt["trials"]]
-        self.strategy.replay(trials)
+        events = [int(e) for e in ckpt.get("events") or _interleaved(trials)]
+        if events == _interleaved(trials):  # one ask, one tell: the replay every strategy implements
+            self.strategy.replay(trials)
+        else:
+            self.strategy.replay(trials, order=events)
+        self.events = events
         self.elapsed = float(ckpt.get("elapsed", 0.0))
         run.truncate_log(len(trials), key="trial")
         return trials
@@ -337,6 +403,10 @@ class Driver:
         return SearchResult(self.strategy.name, self.space.name, best.arch, best.latency, self.runtime.units,
                             float(best.accuracy), params, macs, self.run_dir.path if self.run_dir else None,
                             history=tuple(t.to_record() for t in trials), details=info, pareto_front=front)
+
+
+def _interleaved(trials: Sequence[Trial]) -> list[int]:
+    return [e for t in trials for e in (t.number, -t.number)]
 
 
 def _rank(t: Trial) -> tuple:

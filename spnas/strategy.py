@@ -20,6 +20,7 @@ import torch
 
 from spnas.arch import Architecture
 from spnas.data import DataSplit
+from spnas.distributed import SINGLE, Distributed
 from spnas.errors import SpnasError
 from spnas.graph import SpaceGraph
 from spnas.runs import RunDir
@@ -38,6 +39,10 @@ class SearchContext:
     accelerator: torch.device = field(default_factory=lambda: torch.device("cpu"))
     resume: bool = False
     progress: bool = True
+    #: this process's place in a ``torchrun`` job (one process by default; see :mod:`spnas.distributed`)
+    dist: Distributed = SINGLE
+    #: data-loader worker processes for the training data (0: load in the training process)
+    loader_workers: int = 0
 
 
 @dataclass(frozen=True)

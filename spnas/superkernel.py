@@ -70,6 +70,16 @@ def _act_fn(name: str):
     return F.relu6 if name == "relu6" else F.relu
 
 
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` that can normalise over the batch of every data-parallel rank (see
+    :class:`spnas.distributed.sync_batchnorm`); otherwise, and for one process, exactly the same."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.__dict__.get("sync_batchnorm"):
+            return _bn(self, x)
+        return super().forward(x)
+
+
 def _bn(module: nn.BatchNorm2d, x: Tensor, n: int | None = None, weight: Tensor | None = None,
         bias: Tensor | None = None) -> Tensor:
     """BatchNorm over the first ``n`` channels of ``module``, exactly as ``module`` itself would run.
@@ -85,6 +95,12 @@ def _bn(module: nn.BatchNorm2d, x: Tensor, n: int | None = None, weight: Tensor 
     if module.training and module.track_running_stats:
         module.num_batches_tracked.add_(1)
         factor = 1.0 / float(module.num_batches_tracked) if module.momentum is None else module.momentum
+    if training and module.__dict__.get("sync_batchnorm"):  # data-parallel training: the batch of every rank
+        from spnas.distributed import synced_batch_norm
+
+        return synced_batch_norm(x, part(module.running_mean), part(module.running_var),
+                                 part(module.weight) if weight is None else weight,
+                                 part(module.bias) if bias is None else bias, factor, module.eps)
     return F.batch_norm(
         x, part(module.running_mean), part(module.running_var),
         part(module.weight) if weight is None else weight,
@@ -296,11 +312,11 @@ class MBConv(nn.Module):
         self.has_pw = op.expansion != 1
         if self.has_pw:
             self.conv_pw = nn.Conv2d(in_chs, mid, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(mid)
+            self.bn1 = BatchNorm2d(mid)
         self.conv_dw = nn.Conv2d(mid, mid, op.kernel, stride, op.kernel // 2, groups=mid, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid)
+        self.bn2 = BatchNorm2d(mid)
         self.conv_pwl = nn.Conv2d(mid, out_chs, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_chs)
+        self.bn3 = BatchNorm2d(out_chs)
         self.act = make_act(act)
         self.has_residual = stride == 1 and in_chs == out_chs
 
@@ -341,11 +357,11 @@ class SuperMBConv(nn.Module):
         k_max, mid = kernels[-1], in_chs * expansions[-1]
         self.mid = mid
         self.conv_pw = nn.Conv2d(in_chs, mid, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(mid)
+        self.bn1 = BatchNorm2d(mid)
         self.conv_dw = nn.Conv2d(mid, mid, k_max, stride, k_max // 2, groups=mid, bias=False)
-        self.bn2 = nn.BatchNorm2d(mid)
+        self.bn2 = BatchNorm2d(mid)
         self.conv_pwl = nn.Conv2d(mid, out_chs, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_chs)
+        self.bn3 = BatchNorm2d(out_chs)
         self.has_residual = stride == 1 and in_chs == out_chs
         # thresholds t_k (one per ring) and t_e (group 0 = skip decision, then one per extra group);
         # zeros: every norm is >= 0, so the search starts from the largest op (authors' init)

@@ -73,6 +73,10 @@ class Evolution(SamplingStrategy):
                 return None
         return self.queue.pop(0)
 
+    def ask_ahead(self) -> bool:
+        """Within a generation only: the next generation is bred from every result of this one."""
+        return bool(self.queue)
+
     def tell(self, trial: Trial) -> None:
         if trial.status != INFEASIBLE and trial.accuracy is not None:
             self.scores[trial.key] = (trial.accuracy, trial.latency, trial.arch)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from spnas.builder import Supernet, recalibrate_bn
+from spnas.distributed import SINGLE, Distributed, checksum, shard, sync_batchnorm, train_loader, wrap
 from spnas.errors import SpnasError
 from spnas.oneshot import SUPERNET_FILE, save_supernet
 from spnas.hookspecs import hookimpl
@@ -106,8 +107,10 @@ def _make_optimizer(opts: SinglePathOptions, net: Supernet) -> torch.optim.Optim
 
 
 @torch.no_grad()
-def evaluate(net: Supernet, loader: DataLoader, device: torch.device, arch=None) -> float:
-    """Top-1 accuracy of the supernet in threshold mode (or on ``arch``'s path), eval mode."""
+def evaluate(net: Supernet, loader: DataLoader, device: torch.device, arch=None, dist: Distributed = SINGLE) -> float:
+    """Top-1 accuracy of the supernet in threshold mode (or on ``arch``'s path), eval mode; under
+    ``torchrun`` each rank runs its shard of the validation set (:func:`spnas.distributed.shard`)
+    and the counts are summed."""
     was_training = net.training
     net.eval()
     correct = total = 0
@@ -116,7 +119,23 @@ def evaluate(net: Supernet, loader: DataLoader, device: torch.device, arch=None)
         correct += int((net(x, arch=arch).argmax(1) == y).sum())
         total += len(y)
     net.train(was_training)
+    correct, total = dist.sum([correct, total])
     return correct / max(total, 1)
+
+
+class ThresholdForward(torch.nn.Module):
+    """One search step's forward: the decisions (indicators) from the thresholds, then the supernet
+    on them. Inside one module, so that DistributedDataParallel sees the thresholds used in its
+    forward; the decisions are kept in :attr:`decisions` for the runtime term."""
+
+    def __init__(self, net: Supernet):
+        super().__init__()
+        self.net = net
+        self.decisions: list | None = None
+
+    def forward(self, x: torch.Tensor, keep_prob: float = 1.0) -> torch.Tensor:
+        self.decisions = self.net.decide(keep_prob=keep_prob)
+        return self.net(x, decisions=self.decisions)
 
 
 class SinglePathStrategy(DifferentiableStrategy):
@@ -141,15 +160,18 @@ class SinglePathStrategy(DifferentiableStrategy):
     def search(self, ctx: SearchContext) -> SearchResult:
         opts: SinglePathOptions = self.options
         self.check(ctx.space, ctx.runtime)
+        d = ctx.dist
         seed_everything(ctx.seed)
         net = Supernet(ctx.space)
         net.set_threshold_units(opts.threshold_units == "relative")
         net = net.to(ctx.accelerator)
         optimizer = _make_optimizer(opts, net)
-        loader_gen = torch.Generator()
-        train = DataLoader(ctx.data.train, batch_size=opts.batch_size, shuffle=True, drop_last=True,
-                           generator=loader_gen)
-        val = DataLoader(ctx.data.val, batch_size=256)
+        forward = ThresholdForward(net)
+        step_model = wrap(forward, d, ctx.accelerator)  # DDP under torchrun, else the module itself
+        # each rank loads batch_size / world_size images of every step (a DistributedSampler shard)
+        train = train_loader(ctx.data.train, opts.batch_size, ctx.seed, d, workers=ctx.loader_workers,
+                             pin_memory=ctx.accelerator.type == "cuda")
+        val = DataLoader(shard(ctx.data.val, d), batch_size=256)
         if len(train) == 0:
             raise SpnasError(f"--batch-size {opts.batch_size} is larger than the training set "
                              f"({len(ctx.data.train)} images)")
@@ -167,50 +189,58 @@ class SinglePathStrategy(DifferentiableStrategy):
         net.train()
         try:
             for epoch in range(state["epoch"], opts.epochs):
-                loader_gen.manual_seed(ctx.seed * 1000 + epoch)  # the data order of an epoch survives a resume
+                train.sampler.set_epoch(epoch)  # the data order of an epoch survives a resume
                 warm = epoch < opts.warmup
-                for x, y in train:
-                    record = self._step(ctx, net, optimizer, x, y, warm, state, t_star)
-                    sched.step()
-                    state["step"] += 1
-                    if state["step"] % opts.log_every == 0:
-                        ctx.run.log(record)
-                    progress.update(1)
-                    progress.set_postfix(ce=f"{record['ce']:.3f}", R=f"{record['R']:.4g}", refresh=False)
-                acc = evaluate(net, val, ctx.accelerator)
+                with sync_batchnorm(net, d):  # under torchrun: BatchNorm over the batch of all ranks
+                    for x, y in train:
+                        record = self._step(ctx, step_model, forward, optimizer, x, y, warm, state, t_star)
+                        sched.step()
+                        state["step"] += 1
+                        if state["step"] % opts.log_every == 0:
+                            ctx.run.log(record)
+                        progress.update(1)
+                        progress.set_postfix(ce=f"{record['ce']:.3f}", R=f"{record['R']:.4g}", refresh=False)
+                acc = evaluate(net, val, ctx.accelerator, dist=d)
                 arch = net.read_arch()
+                d.check_same(str(arch), f"the architecture after epoch {epoch + 1}")
                 ctx.run.log({"epoch": epoch + 1, "step": state["step"], "val_accuracy": acc, "arch": str(arch),
                              "R": ctx.runtime.predict(arch)})
                 state["epoch"] = epoch + 1
                 self._checkpoint(ctx, net, optimizer, sched, state)
         finally:
             progress.close()
-        return self._finish(ctx, net, val)
+        result = self._finish(ctx, net, val)
+        self.supernet = net  # the trained supernet (its BatchNorm recalibrated for the result)
+        return result
 
-    def _step(self, ctx, net, optimizer, x, y, warm: bool, state: dict, t_star) -> dict[str, Any]:
+    def _step(self, ctx, step_model, forward: ThresholdForward, optimizer, x, y, warm: bool, state: dict,
+              t_star) -> dict[str, Any]:
         opts: SinglePathOptions = self.options
         x, y = x.to(ctx.accelerator, non_blocking=True), y.to(ctx.accelerator, non_blocking=True)
-        decisions = net.decide(keep_prob=opts.keep_prob if warm else 1.0)
-        ce = F.cross_entropy(net(x, decisions=decisions), y, label_smoothing=opts.label_smoothing)
+        logits = step_model(x, opts.keep_prob if warm else 1.0)
+        decisions = forward.decisions
+        ce = F.cross_entropy(logits, y, label_smoothing=opts.label_smoothing)
         if warm:  # runtime term off during the dropout warm-up; log the hard R of the current choice
             loss = ce
             with torch.no_grad():
-                r = ctx.runtime(net.decide(1.0))
+                r = ctx.runtime(forward.net.decide(1.0))
         else:
             r = ctx.runtime(decisions)
             if t_star is None:  # Eq. 9
                 loss = ce + opts.lambda_ * opts.lambda_scale * torch.log(r)
             else:  # target mode: the runtime term acts only above T* (a hinge on log R)
                 loss = ce + opts.lambda_ * opts.lambda_scale * torch.relu(torch.log(r / t_star))
-        if not torch.isfinite(loss):
-            raise SpnasError(f"the loss became {float(loss.detach())} at step {state['step']}; lower --lr "
+        # the whole batch's loss (each rank holds its own part's): every rank stops together
+        mean_loss, mean_ce = ctx.dist.mean([float(loss.detach()), float(ce.detach())])
+        if not math.isfinite(mean_loss):
+            raise SpnasError(f"the loss became {mean_loss} at step {state['step']}; lower --lr "
                              f"(the last good checkpoint is kept in {ctx.run.path})")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         ind = [[int(v) for v in torch.cat(d).tolist()] for d in decisions] if not warm else None
         weight = 0.0 if warm else opts.lambda_ * opts.lambda_scale
-        return {"step": state["step"] + 1, "ce": float(ce.detach()), "R": float(r.detach()), "lambda": weight,
+        return {"step": state["step"] + 1, "ce": mean_ce, "R": float(r.detach()), "lambda": weight,
                 "lr": optimizer.param_groups[0]["lr"], "warmup": warm, "indicators": ind}
 
     def _checkpoint(self, ctx, net, optimizer, sched, state) -> None:
@@ -240,10 +270,13 @@ class SinglePathStrategy(DifferentiableStrategy):
             arch, changed = project(ctx.runtime, net.superkernels, opts.target)
         bn_batches = [b for _, b in zip(range(opts.bn_batches), _bn_loader(ctx, opts))]
         recalibrate_bn(net, bn_batches, arch=arch, device=ctx.accelerator)
-        acc = evaluate(net, val, ctx.accelerator, arch=arch)
+        acc = evaluate(net, val, ctx.accelerator, arch=arch, dist=ctx.dist)
         params, macs = ctx.space.cost(arch)
-        # the trained supernet, reusable by the sampling strategies (--supernet PATH)
-        supernet = save_supernet(ctx.run.path / SUPERNET_FILE, net, "single-path", {"epochs": opts.epochs, "seed": ctx.seed})
+        # the trained supernet, reusable by the sampling strategies (--supernet PATH); rank 0 writes it
+        ctx.dist.check_same(checksum(net), "the supernet's weights and thresholds after the search")
+        supernet = ctx.run.path / SUPERNET_FILE
+        if ctx.dist.is_main:
+            save_supernet(supernet, net, "single-path", {"epochs": opts.epochs, "seed": ctx.seed})
         details: dict[str, Any] = {"epochs": opts.epochs, "seed": ctx.seed, "supernet": str(supernet),
                                    "lambda": opts.lambda_, "lambda_scale": opts.lambda_scale}
         if opts.target is not None:

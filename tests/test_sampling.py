@@ -210,3 +210,57 @@ def test_rl_policy_moves_toward_the_optimum(cifar):
     p_secret = [p[layer.ops.index(op)] for p, layer, op in zip(rl.probabilities(), space.searchable, secret.ops)]
     uniform = [1 / len(l.ops) for l in space.searchable]
     assert sum(p_secret) > 2 * sum(uniform)
+
+
+# --- batches of candidates (one per rank under torchrun) ------------------------------------------
+def _batched(name, space, runtime, objective, batch, run_dir=None, resume=False, seed=3, **options):
+    strategy = get_registry().get("strategy", name).from_options(options)
+    evaluated: list[list[str]] = []
+
+    def many(archs):
+        evaluated.append([str(a) for a in archs])
+        return [objective(a) for a in archs]
+
+    driver = Driver(strategy, space, runtime, objective, Constraint(0.0, runtime.bounds()[1] * 0.6), seed=seed,
+                    run=run_dir, resume=resume, batch=batch, evaluate_many=many)
+    trials = driver.run()
+    return [(t.number, t.key, t.status, t.accuracy) for t in trials], evaluated
+
+
+@pytest.mark.parametrize("name,options", [
+    ("random", {"evaluations": 40}),
+    ("evolution", {"population": 10, "generations": 4, "parents": 3, "mutations": 4, "crossovers": 4}),
+])
+def test_a_batch_of_asks_gives_the_trials_of_one_ask_at_a_time(cifar, name, options):
+    """Random asks never depend on results; evolution asks ahead only within a generation
+    (ask_ahead), so a batch of 3 evaluates exactly what one-at-a-time evaluates."""
+    space, runtime = cifar
+    _, objective = synthetic_objective(space)
+    one, batches_of_one = _batched(name, space, runtime, objective, 1, **options)
+    three, batches = _batched(name, space, runtime, objective, 3, **options)
+    assert one == three
+    assert all(len(b) == 1 for b in batches_of_one)
+    assert max(len(b) for b in batches) == 3 and sum(map(len, batches)) == sum(t[2] == "evaluated" for t in one)
+    if name == "evolution":  # no batch straddles two generations of 10 (evolution asks only feasible, new ones)
+        start = 0
+        for b in batches:
+            assert start // 10 == (start + len(b) - 1) // 10
+            start += len(b)
+
+
+def test_resume_of_a_batched_run_replays_asks_and_tells_in_their_order(cifar, tmp_path):
+    """RL updates its policy at each tell, so asking 3 before telling them differs from asking one
+    at a time; a resumed batched run must replay the recorded order to ask what it asked."""
+    from spnas.runs import RunDir
+
+    space, runtime = cifar
+    _, objective = synthetic_objective(space)
+    full, _ = _batched("rl", space, runtime, objective, 3, RunDir(tmp_path / "full"), evaluations=24)
+    one, _ = _batched("rl", space, runtime, objective, 1, evaluations=24)
+    assert full != one  # the order matters for this strategy
+    part = RunDir(tmp_path / "part")
+    _batched("rl", space, runtime, objective, 3, part, evaluations=12)
+    resumed, evaluated = _batched("rl", space, runtime, objective, 3, RunDir(tmp_path / "part", resume=True),
+                                  resume=True, evaluations=24)
+    assert resumed == full
+    assert sum(map(len, evaluated)) == 12  # only the new half was evaluated

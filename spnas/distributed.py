@@ -89,7 +89,9 @@ class Distributed:
         """The sum of each value over the ranks (one all-reduce, in float64)."""
         if not self.enabled:
             return [float(v) for v in values]
-        t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+        # nccl reduces GPU tensors only; gloo, CPU ones
+        device = torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
         torch.distributed.all_reduce(t)
         return t.tolist()
 
@@ -188,20 +190,36 @@ def per_rank_batch(d: Distributed, batch_size: int) -> int:
     return batch_size // d.world_size
 
 
+class EpochSampler(torch.utils.data.DistributedSampler):
+    """``DistributedSampler`` with spnas's permutation of an epoch.
+
+    The permutation is the one a one-process spnas drew before there were ranks (a shuffling
+    ``DataLoader`` whose generator was seeded with ``seed * 1000 + epoch``: one 64-bit draw for the
+    loader's own seed, then ``randperm``), so that seeded one-process runs still see their data in
+    the same order. The ranks then split it by ``DistributedSampler``'s rule.
+    """
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        torch.empty((), dtype=torch.int64).random_(generator=g)
+        indices = torch.randperm(len(self.dataset), generator=g).tolist()[: self.total_size]
+        return iter(indices[self.rank:self.total_size:self.num_replicas])
+
+
 def train_loader(dataset, batch_size: int, seed: int, d: Distributed = SINGLE, *, workers: int = 0,
                  pin_memory: bool = False):
     """Shuffled batches of this rank's shard of ``dataset`` (last partial batch dropped).
 
     ``batch_size`` is the global batch; each rank loads ``batch_size / world_size`` images. Call
     ``loader.sampler.set_epoch(epoch)`` before each epoch: the order of an epoch is then the
-    permutation seeded with ``seed * 1000 + epoch`` on every rank, and rank r takes images r, r + N,
-    r + 2N, ... of it, so that step k of N ranks sees the images step k of one process sees
-    (``DistributedSampler``'s own rule; one process is the case N = 1).
+    permutation seeded with ``seed * 1000 + epoch`` on every rank (:class:`EpochSampler`), and rank r
+    takes images r, r + N, r + 2N, ... of it, so that step k of N ranks sees the images step k of
+    one process sees (``DistributedSampler``'s own rule; one process is the case N = 1).
     """
-    from torch.utils.data import DataLoader, DistributedSampler
+    from torch.utils.data import DataLoader
 
-    sampler = DistributedSampler(dataset, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=seed * 1000,
-                                 drop_last=True)
+    sampler = EpochSampler(dataset, num_replicas=d.world_size, rank=d.rank, shuffle=True, seed=seed * 1000,
+                           drop_last=True)
     # a private generator: the loader's own seed draw must not consume the global RNG stream
     return DataLoader(dataset, batch_size=per_rank_batch(d, batch_size), sampler=sampler, drop_last=True,
                       generator=torch.Generator().manual_seed(seed), num_workers=workers,

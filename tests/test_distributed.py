@@ -216,3 +216,16 @@ def test_a_user_error_under_torchrun_is_one_line_from_rank_0(tmp_path):
     lines = [l for l in proc.stderr.splitlines() if l.startswith("spnas: error")]
     assert lines == ["spnas: error: --batch-size 63 does not divide among 2 processes; give a multiple of 2"]
     assert str(Path(__import__("spnas").__file__).parent) not in proc.stderr  # no traceback through spnas
+
+
+def test_one_process_keeps_the_data_order_of_a_shuffling_loader():
+    """Seeded one-process runs see their data in the order spnas used before ranks existed: a
+    shuffling DataLoader whose generator is seeded with seed * 1000 + epoch."""
+    data = torch.utils.data.TensorDataset(torch.arange(300))
+    generator = torch.Generator()
+    before = torch.utils.data.DataLoader(data, batch_size=32, shuffle=True, drop_last=True, generator=generator)
+    now = train_loader(data, 32, seed=4)
+    for epoch in range(3):
+        generator.manual_seed(4 * 1000 + epoch)
+        now.sampler.set_epoch(epoch)
+        assert [b.tolist() for b, in before] == [b.tolist() for b, in now]

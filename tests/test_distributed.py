@@ -170,13 +170,19 @@ def test_torchrun_search_killed_and_resumed_ends_as_uninterrupted(ddp_search, tm
     killed = tmp_path / "killed"
     args = torchrun("-m", "spnas", "search", *BASE, "--epochs", "3", "--batch-size", "64", "--out", str(killed),
                     "--no-report")
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
-                            start_new_session=True)
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     deadline = time.time() + 240
     while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks at once
+    # torchrun starts each rank in its own session: kill the ranks, then torchrun, as a crash would
+    ranks = _descendants(proc.pid)
+    for pid in [*ranks, proc.pid]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.wait()
+    _wait_gone(ranks)
     assert not (killed / "result.yaml").exists(), "the run finished before it could be killed"
     run(torchrun("-m", "spnas", "search", *BASE, "--epochs", "3", "--batch-size", "64", "--out", str(killed),
                  "--no-report", "--resume"))
@@ -185,6 +191,33 @@ def test_torchrun_search_killed_and_resumed_ends_as_uninterrupted(ddp_search, tm
     sa, sb = (_load(d / "supernet.pt")["model"] for d in (full, killed))
     for key in sa:
         torch.testing.assert_close(sa[key], sb[key], rtol=0, atol=0, msg=key)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc), deepest first."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    return _descendants_of(children, pid)
+
+
+def _descendants_of(children: dict[int, list[int]], pid: int) -> list[int]:
+    out: list[int] = []
+    for child in children.get(pid, []):
+        out += [*_descendants_of(children, child), child]
+    return out
+
+
+def _wait_gone(pids: list[int], timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while any(Path(f"/proc/{p}").exists() for p in pids) and time.time() < deadline:
+        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("strategy,options", [

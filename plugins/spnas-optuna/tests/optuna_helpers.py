@@ -8,6 +8,8 @@ with the per-layer distance to it): no supernet, so a run takes a fraction of a 
 from __future__ import annotations
 
 import functools
+import sys
+from pathlib import Path
 
 import optuna
 
@@ -61,6 +63,18 @@ def drive(strategy, seed: int = 0, run: RunDir | None = None, resume: bool = Fal
 
 def best_accuracy(trials) -> float:
     return max(t.accuracy for t in trials if t.status == EVALUATED)
+
+
+def spnas_command(*args: str) -> list[str]:
+    """``python -c ...`` running ``spnas *args`` in a new process with this plugin registered by hand, as
+    conftest.py registers it (the plugin need not be installed, and entry-point autoloading is off)."""
+    import spnas_optuna
+
+    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import spnas_optuna, spnas_optuna.plugin; "
+            "from spnas.registry import register_plugin; from spnas.cli import main; "
+            "register_plugin(spnas_optuna.plugin, name='optuna', distribution='spnas-optuna', "
+            "version=spnas_optuna.__version__); sys.exit(main(sys.argv[1:]))")
+    return [sys.executable, "-c", code, str(Path(spnas_optuna.__file__).resolve().parents[1]), *args]
 
 
 def sqlite_url(path) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 optuna = pytest.importorskip("optuna", reason="spnas-optuna needs optuna (pip install 'optuna>=4,<5')")
 
-from optuna_helpers import NSGA2_STUDY, TPE_STUDY, drive, make, sqlite_url, stored_trials  # noqa: E402
+from optuna_helpers import NSGA2_STUDY, TPE_STUDY, cifar, drive, make, sqlite_url, stored_trials  # noqa: E402
 
 from spnas.errors import SpnasError  # noqa: E402
 from spnas.runs import RunDir, load_checkpoint  # noqa: E402
@@ -128,3 +128,38 @@ def test_resume_into_an_empty_storage_replays_the_run(tmp_path):
                                resume=True)
     assert [t.key for t in trials2[:len(trials1)]] == [t.key for t in trials1] and len(calls2) == 3
     assert len(stored_trials(url, TPE_STUDY)) == len(trials2)
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_resume_of_a_batched_run(tmp_path, stored):
+    """Under torchrun the driver asks a batch of candidates before telling them; resuming such a
+    run passes the recorded order of asks and tells to replay (in memory: an exact replay; with a
+    storage: the study is reloaded), and the search goes on without evaluating anything twice."""
+    from spnas.sampling import Constraint, Driver
+
+    space, runtime, objective = cifar()
+    options = {"evaluations": 12, "startup_trials": 3}
+    if stored:
+        options.update(storage=sqlite_url(tmp_path / "study.db"), study_name="batched")
+    calls: list[str] = []
+
+    def many(archs):
+        calls.extend(str(a) for a in archs)
+        return [objective(a) for a in archs]
+
+    def run(evaluations, resume):
+        strategy = make("optuna-tpe", **{**options, "evaluations": evaluations})
+        run_dir = RunDir(tmp_path / "run", resume=resume)
+        driver = Driver(strategy, space, runtime, objective, Constraint(), run=run_dir, resume=resume, batch=3,
+                        evaluate_many=many)
+        try:
+            return driver.run()
+        finally:
+            run_dir.close()
+
+    first = run(6, resume=False)
+    assert len(calls) == 6
+    second = run(12, resume=True)
+    assert [t.key for t in second[:len(first)]] == [t.key for t in first]
+    evaluated = [t.key for t in second if t.status == "evaluated"]
+    assert len(evaluated) == 12 == len(set(evaluated)) and calls == evaluated

@@ -31,6 +31,8 @@ the same time or one after another, share one study:
   is not handed to the driver, which would evaluate it again: the new Optuna trial is told the
   stored accuracy (``status`` ``reused``) and the sampler is asked again, at most ``max_stall``
   times in a row (then the search stops: nothing new to ask);
+* an architecture that another process is evaluating right now is not handed to the driver
+  either (the claim protocol, below);
 * ``--resume`` does not ask again, since the study holds the recorded trials already: the
   overridden :meth:`~OptunaStrategy.replay` checks that the study holds every evaluated trial of
   the checkpoint, and the search goes on from the study as it stands. A resumed run thus
@@ -38,14 +40,38 @@ the same time or one after another, share one study:
   candidate, what an uninterrupted run would have asked. (If the storage's study is empty, for
   example a new file, the recorded trials are replayed into it through ask/tell.)
 
-A trial whose evaluation was interrupted (Ctrl-C) stays RUNNING in the storage; Optuna's samplers
-ignore running trials (TPE with ``constant_liar`` counts them as bad ones).
+**Claims.** Processes that share a study at the same time must not both evaluate an
+architecture. With ``storage``, every feasible architecture that this run has neither told nor
+has pending is claimed before the study is read: the new trial gets ``arch`` and ``status``
+``claimed`` (:data:`CLAIMED`) at once; only then does the process read the study's trials. If a COMPLETE
+trial holds the architecture, its accuracy is reused (above). Else, if another trial with the
+architecture is still RUNNING and has not yielded, another process holds a claim on it: this
+process yields (its trial gets ``status`` ``yielded``, :data:`YIELDED`, and is told FAIL, which
+the samplers ignore) and the sampler is asked again (within the same ``max_stall`` bound).
+Otherwise the architecture goes to the driver. Why two processes cannot both evaluate ``X``:
+each writes its claim before it reads. Of the two claims one was written first; the other
+process reads after its own, later write, so it sees the first claim (or, once that trial is
+told, its result) and does not evaluate ``X``. Both can yield, when each reads after both
+wrote; then neither evaluates ``X`` now, and either may be asked it again later. This needs one
+storage that both processes see consistently (one SQLite file on a local disk, or one database
+server). No claim is written for an architecture this run has told already or has pending (the
+driver deduplicates within a run), so a process never yields to itself.
+
+A trial whose evaluation was interrupted (Ctrl-C, a killed process) stays RUNNING in the storage;
+Optuna's samplers ignore running trials (TPE with ``constant_liar`` counts them as bad ones), but
+the trial keeps its claim: no process (the resumed run included) evaluates that architecture
+until the trial is finished by hand, e.g. with
+``optuna.load_study(study_name=..., storage=...).tell(NUMBER, state=TrialState.FAIL)``.
+Optuna's heartbeat does not help here: with Optuna 4.9, ``RDBStorage(heartbeat_interval=...)``
+records heartbeats only for trials run by ``Study.optimize``, and ``fail_stale_trials`` skips a
+running trial that has none, as every trial asked through ``Study.ask`` is.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
@@ -61,9 +87,17 @@ from spnas.strategy import check_options, option
 
 #: ``status`` of an Optuna trial told the stored accuracy of an architecture the study evaluated before
 REUSED = "reused"
+#: ``status`` of a RUNNING trial whose architecture this process evaluates (the claim, written before reading)
+CLAIMED = "claimed"
+#: ``status`` of a trial given up because another process claimed its architecture (told FAIL)
+YIELDED = "yielded"
 ARCH, LATENCY, VIOLATION, STATUS = "arch", "latency", "violation", "status"
 #: study user attributes that tie a stored study to one strategy and one space
 STUDY_ATTRS = ("spnas_strategy", "spnas_space", "spnas_space_signature")
+#: tries at opening a storage. Processes that open one new database at the same moment race to create its
+#: tables: with Optuna 4.9 and SQLite one of three started together often fails ("table studies already
+#: exists", or a UNIQUE constraint on alembic_version); a second try finds the tables made.
+OPEN_TRIES = 5
 
 
 def param_name(index: int) -> str:
@@ -143,9 +177,11 @@ class OptunaStrategy(SamplingStrategy):
         o: OptunaOptions = self.options
         self.study_name = o.study_name or f"spnas-{self.name}-{space.name}-seed{seed}"
         self.choices = [[str(op) for op in layer.ops] for layer in space.searchable]
-        self.pending: dict[str, optuna.trial.Trial] = {}  # asked architecture -> its Optuna trial
+        #: asked architecture -> its Optuna trials not told yet, oldest first (a driver may ask one twice)
+        self.pending: dict[str, list[optuna.trial.Trial]] = {}
         self.known: set[str] = set()  # architectures this run told (or replayed): the driver's business
-        self.reused = 0
+        self.reused = 0  # asks told the accuracy the study holds
+        self.yielded = 0  # asks given up to another process's claim
         self.study = self._open(lambda: optuna.create_study(
             storage=o.storage, study_name=self.study_name, directions=list(self.directions), load_if_exists=True,
             sampler=optuna.samplers.RandomSampler(seed=0)), self.study_name)  # the sampler is replaced below
@@ -167,11 +203,20 @@ class OptunaStrategy(SamplingStrategy):
         return int(np.random.SeedSequence([seed % 2**32, existing]).generate_state(1)[0])
 
     def _open(self, make, study_name: str):
-        try:
-            return make()
-        except Exception as exc:  # a malformed URL, a missing database driver, an unreachable server
+        from sqlalchemy.exc import IntegrityError, OperationalError  # Optuna's RDB storage
+
+        for attempt in range(1, OPEN_TRIES + 1):
+            try:
+                return make()
+            except (IntegrityError, OperationalError) as exc:
+                error = exc
+                if attempt < OPEN_TRIES:  # another process may be creating the same new database: try again
+                    time.sleep(0.1 * attempt)
+                    continue
+            except Exception as exc:  # a malformed URL, a missing database driver, an unreachable server
+                error = exc
             raise SpnasError(f"{self.name}: cannot open study {study_name!r} in storage "
-                             f"{describe_storage(self.options.storage)}: {type(exc).__name__}: {exc}") from exc
+                             f"{describe_storage(self.options.storage)}: {type(error).__name__}: {error}") from error
 
     def _identity(self, space) -> tuple[str, str, str]:
         return self.name, space.name, space.signature()
@@ -192,18 +237,30 @@ class OptunaStrategy(SamplingStrategy):
             ot = self.study.ask()
             arch = self.space.arch(ot.suggest_categorical(param_name(i), c) for i, c in enumerate(self.choices))
             key = str(arch)
-            accuracy = self._stored_accuracy(key, arch)
-            if accuracy is None:
-                self.pending[key] = ot
-                return arch
-            self._tell(ot, key, accuracy, self.runtime.predict(arch), REUSED)
-            self.reused += 1
+            if self._shared(key, arch):
+                ot.set_user_attr(ARCH, key)  # the claim, written before the study is read
+                ot.set_user_attr(STATUS, CLAIMED)
+                accuracy, claimed = self._look_up(key, ot.number)
+                if accuracy is not None:
+                    self._tell(ot, key, accuracy, self.runtime.predict(arch), REUSED)
+                    self.reused += 1
+                    continue
+                if claimed:
+                    ot.set_user_attr(STATUS, YIELDED)
+                    self.study.tell(ot, state=TrialState.FAIL)
+                    self.yielded += 1
+                    continue
+            self.pending.setdefault(key, []).append(ot)
+            return arch
         return None
 
     def tell(self, trial: Trial) -> None:
-        ot = self.pending.pop(trial.key, None)
-        if ot is None:
+        asked = self.pending.get(trial.key)
+        if not asked:
             raise SpnasError(f"{self.name}: told {trial.key!r}, which was not asked (or was told already)")
+        ot = asked.pop(0)
+        if not asked:
+            del self.pending[trial.key]
         accuracy = 0.0 if trial.status == INFEASIBLE or trial.accuracy is None else trial.accuracy
         self._tell(ot, trial.key, accuracy, trial.latency, trial.status)
         self.known.add(trial.key)
@@ -221,17 +278,31 @@ class OptunaStrategy(SamplingStrategy):
         c = self.constraint
         return max(c.lo - latency, latency - c.hi, 1e-12)
 
-    def _stored_accuracy(self, key: str, arch: Architecture) -> float | None:
-        """The accuracy a stored study holds for ``key`` from outside this run (None: ask the driver)."""
-        if self.options.storage is None or key in self.known or not self.feasible(arch):
-            return None
-        for ft in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            attrs = ft.user_attrs
-            if attrs.get(ARCH) == key and attrs.get(STATUS, INFEASIBLE) != INFEASIBLE:
-                return float(ft.values[0])
-        return None
+    def _shared(self, key: str, arch: Architecture) -> bool:
+        """Whether other processes may hold ``key``: a stored study, a feasible architecture that this
+        run neither told (the driver knows it) nor has pending (the driver deduplicates its own asks)."""
+        return (self.options.storage is not None and key not in self.known and key not in self.pending
+                and self.feasible(arch))
 
-    def replay(self, trials: Sequence[Trial]) -> None:
+    def _look_up(self, key: str, number: int) -> tuple[float | None, bool]:
+        """One read of the study after trial ``number`` claimed ``key``: (the accuracy a COMPLETE trial
+        holds for it, or None; whether another trial that has not yielded is still RUNNING with it).
+
+        A running trial counts whatever its ``status``: it is ``claimed`` until the moment it is told,
+        when the final status is written just before the values."""
+        claimed = False
+        for ft in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+            attrs = ft.user_attrs
+            if attrs.get(ARCH) != key or ft.number == number:
+                continue
+            if ft.state == TrialState.COMPLETE:
+                if attrs.get(STATUS, INFEASIBLE) != INFEASIBLE:
+                    return float(ft.values[0]), False
+            elif attrs.get(STATUS) != YIELDED:
+                claimed = True
+        return None, claimed
+
+    def replay(self, trials: Sequence[Trial], order: Sequence[int] | None = None) -> None:
         """Restore the state after ``trials`` on ``--resume``.
 
         With the study in memory (or a stored study that is still empty) the recorded trials are
@@ -240,7 +311,7 @@ class OptunaStrategy(SamplingStrategy):
         must be in it (with the same accuracy), and the search continues from the study as it is.
         """
         if self.options.storage is None or self.joined == 0:
-            super().replay(trials)
+            super().replay(trials, order)
             return
         stored: dict[str, float] = {}
         for ft in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -271,10 +342,11 @@ class OptunaStrategy(SamplingStrategy):
             "storage": describe_storage(self.options.storage),
             "study_trials": len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
             "study_reused": self.reused,
+            "study_yielded": self.yielded,
             "study_best_trials": len(best),
             "study_best_archs": len({t.user_attrs.get(ARCH) for t in best}),
         }
 
 
-__all__ = ["OptunaOptions", "OptunaStrategy", "REUSED", "constraint_violation", "describe_storage", "param_name",
-           "quiet_optuna"]
+__all__ = ["CLAIMED", "OptunaOptions", "OptunaStrategy", "REUSED", "YIELDED", "constraint_violation",
+           "describe_storage", "param_name", "quiet_optuna"]

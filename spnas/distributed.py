@@ -172,8 +172,16 @@ def from_env(accelerator: str) -> Distributed:
 
 
 def shutdown(d: Distributed) -> None:
-    if d.enabled and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    """Leave the process group (every rank, at the end of its command). A barrier first, so that no
+    rank tears down while a peer still has a collective in flight; an error here (a peer died) is
+    not worth reporting over the error that killed the peer."""
+    if not (d.enabled and torch.distributed.is_initialized()):
+        return
+    try:
+        torch.distributed.barrier()
+    except Exception:
+        pass
+    torch.distributed.destroy_process_group()
 
 
 def device_of(d: Distributed, accelerator: str) -> torch.device:

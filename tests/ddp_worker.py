@@ -11,6 +11,7 @@ constant channels of this tiny network (1e-3 relative in some gradients after on
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -52,6 +53,8 @@ def main(out: Path, batch: int, dtype: torch.dtype, modes: list[str]) -> None:
     try:
         for mode in modes:
             run_path = out / f"{mode}-{d.world_size}"
+            if d.is_main and run_path.exists():  # left by an aborted launch that the test runs again
+                shutil.rmtree(run_path)
             run = MainRun(RunDir(run_path) if d.is_main else None, d, path=run_path)
             if mode == "single-path":
                 from spnas.registry import get_registry

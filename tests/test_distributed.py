@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,8 +43,17 @@ def torchrun(*args: str, nproc: int = 2) -> list[str]:
             *args]
 
 
+#: a rank aborting at exit inside libstdc++ (gloo's threads at interpreter teardown), seen once in ~30 runs
+#: under load and in none of 12 targeted reruns; such a launch is run again, once
+GLOO_EXIT_ABORT = "terminate called without an active exception"
+
+
 def run(cmd: list[str], *, ok: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
+    if ok and proc.returncode != 0 and GLOO_EXIT_ABORT in proc.stderr and "--resume" not in cmd:
+        if "--out" in cmd:  # start the run again from nothing
+            shutil.rmtree(cmd[cmd.index("--out") + 1], ignore_errors=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=ENV)
     if ok:
         assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -262,3 +272,11 @@ def test_one_process_keeps_the_data_order_of_a_shuffling_loader():
         generator.manual_seed(4 * 1000 + epoch)
         now.sampler.set_epoch(epoch)
         assert [b.tolist() for b, in before] == [b.tolist() for b, in now]
+
+
+def test_negative_loader_workers_is_a_one_line_error(capsys):
+    from spnas.cli import main
+
+    assert main(["search", *BASE, "--loader-workers", "-1", "--out", "unused"]) == 2
+    assert capsys.readouterr().err == "spnas: error: --loader-workers -1 is not allowed; use >= 0\n"
+    assert not Path("unused").exists()

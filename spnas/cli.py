@@ -134,12 +134,12 @@ def cmd_search(args: argparse.Namespace) -> int:
         raise SpnasError(f"--loader-workers {args.loader_workers} is not allowed; use >= 0")
     d = from_env(accel)  # under torchrun: join the process group (else one process)
     try:
-        # one latency table for every rank: rank 0 builds (or measures) it, the others receive it
         batch = getattr(strategy.options, "batch_size", None)
         if d.enabled and isinstance(batch, int):  # each rank loads batch / world_size images a step
             d.from_main(lambda: per_rank_batch(d, batch))
+        # one latency table for every rank: rank 0 builds (or measures) it, the others receive it
         runtime = RuntimeModel(space, d.from_main(lambda: table_from_args(args, space)))
-        strategy.check(space, runtime)
+        d.from_main(lambda: strategy.check(space, runtime))  # files it names need exist on rank 0's machine only
         out = d.broadcast(args.out or Path("runs") / f"{args.strategy}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         opened: list[RunDir] = []
 

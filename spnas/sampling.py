@@ -221,13 +221,18 @@ class SamplingStrategy(Strategy):
         from spnas.evaluator import SupernetEvaluator
         from spnas.oneshot import UniformTraining, load_supernet, train_uniform
 
+        from spnas.builder import Supernet
         from spnas.distributed import ShardedEvaluation, run_on_main
 
         opts: SamplingOptions = self.options
         d = ctx.dist
         constraint = Constraint.from_options(opts, ctx.runtime)
-        if opts.supernet:
+        if opts.supernet and not d.enabled:
             net = load_supernet(opts.supernet, ctx.space, ctx.accelerator)
+        elif opts.supernet:  # read by rank 0 and sent to the others (their machines need no copy)
+            net = Supernet(ctx.space)
+            net.load_state_dict(d.from_main(lambda: load_supernet(opts.supernet, ctx.space).state_dict()))
+            net = net.to(ctx.accelerator)
         else:  # under torchrun: every rank trains it (DDP)
             training = UniformTraining(opts.epochs, opts.batch_size, opts.lr, opts.weight_decay)
             net = train_uniform(ctx.space, ctx.data, training, ctx.run, seed=ctx.seed, device=ctx.accelerator,

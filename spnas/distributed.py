@@ -178,7 +178,7 @@ def shutdown(d: Distributed) -> None:
     if not (d.enabled and torch.distributed.is_initialized()):
         return
     try:
-        torch.distributed.barrier()
+        d.barrier()
     except Exception:
         pass
     torch.distributed.destroy_process_group()

@@ -17,6 +17,7 @@ from spnas.oneshot import UniformTraining, load_supernet, save_supernet, train_u
 from spnas.registry import get_registry, register_plugin
 from spnas.report import write_report
 from spnas.superkernel import MBConv, SuperMBConv
+from spnas.target import RangeFraction, parse_target, resolve_target
 
 __version__ = "0.1.0"
 
@@ -31,5 +32,5 @@ __all__ = [
     "Constraint", "Driver", "SamplingOptions", "SamplingStrategy", "Trial", "pareto_front",
     "SupernetEvaluator", "UniformTraining", "load_supernet", "save_supernet", "train_uniform",
     "get_registry", "register_plugin", "write_report",
-    "MBConv", "SuperMBConv",
+    "MBConv", "SuperMBConv", "RangeFraction", "parse_target", "resolve_target",
 ]

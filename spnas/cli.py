@@ -79,6 +79,8 @@ def add_option_flags(group, options_cls: type) -> list[str]:
         if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None -> X
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         help_text = meta.get("help", "")
+        if meta.get("range_fraction"):  # parsed by spnas.target.parse_target_options, resolved with the table
+            help_text += "; or a fraction of the space's range on the device, e.g. 40%% (lo + 0.4 (hi - lo))"
         if f.default is not None and f.default is not dataclasses.MISSING:
             help_text += " (default: %s)" % str(f.default).replace("%", "%%")
         kw: dict = {"dest": f"opt_{f.name}", "default": None, "help": help_text,
@@ -92,7 +94,7 @@ def add_option_flags(group, options_cls: type) -> list[str]:
         elif typing.get_origin(base) is tuple:
             kw.update(nargs=len(typing.get_args(base)), type=typing.get_args(base)[0])
         else:
-            kw["type"] = base if base in (int, float) else str
+            kw["type"] = base if base in (int, float) and not meta.get("range_fraction") else str
             if meta.get("choices"):
                 kw["choices"] = list(meta["choices"])
         group.add_argument(flag_name(f.name), **kw)
@@ -117,6 +119,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     options = {k: getattr(args, f"opt_{k}") for k in getattr(args, "option_names", [])
                if getattr(args, f"opt_{k}") is not None}
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    from spnas.target import describe_position, parse_target_options, range_fraction_options, range_position
+
+    # the cost options as typed ('3.0', '40%'), recorded next to the absolute values they resolve to
+    given = {k: str(options[k]).strip() for k in range_fraction_options(strategy_cls.Options) if k in options}
+    # '--target 40%' is resolved once the latency table is known; a bad value fails now, before it is built
+    options, fractions = parse_target_options(strategy_cls.Options, options, _device_units(args))
     strategy = strategy_cls.from_options(options)
     if not 0 < args.val_fraction < 1:
         raise SpnasError(f"--val-fraction {args.val_fraction} is not allowed; use a value in (0, 1)")
@@ -139,6 +147,9 @@ def cmd_search(args: argparse.Namespace) -> int:
             d.from_main(lambda: per_rank_batch(d, batch))
         # one latency table for every rank: rank 0 builds (or measures) it, the others receive it
         runtime = RuntimeModel(space, d.from_main(lambda: table_from_args(args, space)))
+        if fractions:  # the same table on every rank: the same absolute values
+            strategy = strategy_cls.from_options({**options, **{k: f.resolve(runtime) for k, f in fractions.items()}})
+        targets = {k: getattr(strategy.options, k) for k in given}  # absolute, in the device's units
         d.from_main(lambda: strategy.check(space, runtime))  # files it names need exist on rank 0's machine only
         out = d.broadcast(args.out or Path("runs") / f"{args.strategy}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
         opened: list[RunDir] = []
@@ -151,7 +162,8 @@ def cmd_search(args: argparse.Namespace) -> int:
                 "data": args.data,
                 "val_fraction": args.val_fraction, "seed": args.seed, "accelerator": accel,
                 **({"processes": d.world_size, "backend": d.backend} if d.enabled else {}),
-                "options": dataclasses.asdict(strategy.options), "table_header": runtime.table.header,
+                "options": dataclasses.asdict(strategy.options),
+                **{f"{k}_spec": text for k, text in given.items()}, "table_header": runtime.table.header,
             })
 
         d.from_main(open_run)
@@ -174,9 +186,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     # the search's own clock where it keeps one (sampling: without supernet training); else the
     # wall time of strategy.search in this process (a resumed run: since the resume)
     data.setdefault("search_seconds", round(time.perf_counter() - start, 3))
+    for k, text in given.items():  # the absolute value searched for, and what was typed
+        data.setdefault(k, targets[k])
+        data[f"{k}_spec"] = text
+    data.update(range_position(result.latency, runtime))
     run.write_result(data)
     print(f"architecture: {result.arch}")
-    print(f"predicted latency: {result.latency:.4f} {result.units} ({args.device})")
+    print(f"predicted latency: {result.latency:.4f} {result.units} ({args.device}), "
+          f"{describe_position(result.latency, runtime)}")
     print(f"supernet val accuracy: {result.accuracy:.4f}")
     print(f"params: {result.params / 1e6:.3f} M, MACs: {result.macs / 1e6:.2f} M")
     if result.pareto_front:
@@ -188,6 +205,16 @@ def cmd_search(args: argparse.Namespace) -> int:
     if report is not None:
         print(f"report: {report}")
     return 0
+
+
+def _device_units(args: argparse.Namespace) -> str | None:
+    """The units of ``--device`` for an error message, before its table is built (None if unknown)."""
+    from spnas.registry import get_registry
+
+    try:
+        return get_registry().get("device", args.device).units
+    except SpnasError:  # an unknown device is reported where the table is built
+        return None
 
 
 def _write_report(run_dir: Path) -> Path | None:

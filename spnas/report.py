@@ -287,6 +287,11 @@ def _superkernel_plot(run: RunFiles, report: Report) -> None:
 
 
 # --- builders --------------------------------------------------------------------------------
+def _range(r: dict) -> str:
+    b = r.get("latency_range")
+    return f"{b[0]:.4g}-{b[1]:.4g}" if isinstance(b, list) and len(b) == 2 and None not in map(_num, b) else ""
+
+
 def _search_facts(run: RunFiles, report: Report) -> None:
     r, c = run.result, run.config
     report.fact("strategy", r.get("strategy") or c.get("strategy"))
@@ -302,7 +307,9 @@ def _search_facts(run: RunFiles, report: Report) -> None:
     report.fact("seed", c.get("seed"))
     latency = _num(r.get("predicted_latency"))
     if latency is not None:
-        report.fact("predicted latency", f"{r['predicted_latency']} {run.units}".rstrip())
+        where = _num(r.get("range_fraction"))  # 0..1 of the space's range on the device
+        report.fact("predicted latency", f"{r['predicted_latency']} {run.units}".rstrip()
+                    + (f", {where * 100:.0f}% of the space's range {_range(r)}" if where is not None else ""))
     report.fact("supernet val accuracy", _pct(r.get("supernet_val_accuracy")))
     report.fact("params", _count(r.get("params")))
     report.fact("MACs", _count(r.get("macs")))
@@ -323,7 +330,8 @@ def build_single_path(run: RunFiles, report: Report) -> None:
     _search_facts(run, report)
     target = _num(r.get("target", opts.get("target")))
     if target is not None:
-        report.fact("target", f"T = {target:g} {run.units}, window [{(1 - WINDOW) * target:g}, {target:g}]")
+        spec = f" (--target {r['target_spec']})" if str(r.get("target_spec", "")).endswith("%") else ""
+        report.fact("target", f"T = {target:g} {run.units}{spec}, window [{(1 - WINDOW) * target:g}, {target:g}]")
         report.fact("read-out before projection", f"{r.get('readout_arch')} ({r.get('readout_latency')} {run.units})"
                     if r.get("readout_arch") else None)
         report.fact("layers changed by projection", r.get("layers_changed_by_projection"))

@@ -84,14 +84,19 @@ class SearchResult:
 
 
 def option(default: Any, help: str = "", *, choices: tuple | None = None, metavar: str | None = None,
-           cli: bool = True) -> Any:
+           cli: bool = True, range_fraction: bool = False) -> Any:
     """A strategy option: a dataclass field whose metadata becomes a ``spnas search`` flag.
 
     The flag is the field name with dashes (``batch_size`` -> ``--batch-size``; a trailing ``_``
     is dropped, ``lambda_`` -> ``--lambda``); its type comes from the annotation. ``cli=False``
     keeps an option out of the command line (it can still be set from Python).
+    ``range_fraction=True`` marks a cost in the device's units (a ``float | None`` field) that the
+    command line also takes as ``P%`` of the space's range on the device; the caller resolves it
+    to device units once the latency table is known (:func:`spnas.target.parse_target_options`),
+    so the field always holds the absolute value.
     """
-    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar, "cli": cli})
+    return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar, "cli": cli,
+                                            "range_fraction": range_fraction})
 
 
 def flag_name(option_name: str) -> str:
@@ -123,6 +128,14 @@ class Strategy:
             raise SpnasError(
                 f"strategy {cls.name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
             )
+        from spnas.target import parse_target_options
+
+        # costs given as text ('3.0') become floats; 'P%' needs the latency table, which the caller holds
+        values, fractions = parse_target_options(cls.Options, values)
+        if fractions:
+            name, fraction = next(iter(fractions.items()))
+            raise SpnasError(f"strategy {cls.name}: {flag_name(name)} {fraction} is a fraction of the space's range; "
+                             f"resolve it first with spnas.target.resolve_target(value, runtime), as 'spnas search' does")
         return cls(cls.Options(**values))
 
     def check(self, space: SpaceGraph, runtime: RuntimeModel) -> None:

@@ -11,17 +11,26 @@ Two parts (see docs/superkernel.md, "Target-latency mode"):
    layer's ops are scored by the relative margins ``|norm - t| / norm`` of the decisions that would
    have to change, and a multiple-choice knapsack over the table costs picks the best total score
    (exact dynamic programming over a fine cost grid, then an exact re-check).
+
+A target (and any option marked ``range_fraction`` in :func:`spnas.strategy.option`) is given in
+the device's units (``--target 3.0``) or as a fraction of the space's range on the device
+(``--target 40%``: ``T = lo + 0.40 (hi - lo)`` with ``lo, hi = RuntimeModel.bounds()``).
+:func:`parse_target` reads the text before anything is measured; :func:`resolve_target` turns a
+:class:`RangeFraction` into device units once the latency table is known. Options dataclasses
+always hold the absolute value. :func:`range_position` says where a result sits in that range.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from spnas.arch import Architecture, Op
-from spnas.errors import SpnasError
+from spnas.errors import SpnasError, describe
 from spnas.runtime import RuntimeModel
 from spnas.superkernel import SuperMBConv
 
@@ -114,3 +123,115 @@ def project(runtime: RuntimeModel, superkernels: Sequence[SuperMBConv], target: 
     score, _, ops = min(feasible, key=lambda t: (t[0], -t[1]))
     readout = [sk.op_of(*sk.decide(1.0)) for sk in superkernels]
     return space.arch(ops), sum(a != b for a, b in zip(ops, readout))
+
+
+@dataclass(frozen=True)
+class RangeFraction:
+    """A cost given as a fraction of a space's range on a device: ``lo + fraction * (hi - lo)``.
+
+    Example:
+        >>> from spnas.devices.flops import FlopsDevice
+        >>> from spnas.graph import SpaceGraph
+        >>> space = SpaceGraph.load("tiny")
+        >>> runtime = RuntimeModel(space, FlopsDevice().latency_table(space))
+        >>> lo, hi = runtime.bounds()
+        >>> abs(RangeFraction(0.5).resolve(runtime) - (lo + hi) / 2) < 1e-12
+        True
+        >>> str(parse_target("40%"))
+        '40%'
+    """
+
+    fraction: float  # in (0, 1]
+
+    def resolve(self, runtime: RuntimeModel) -> float:
+        lo, hi = runtime.bounds()
+        return lo + self.fraction * (hi - lo)
+
+    def __str__(self) -> str:
+        return f"{self.fraction * 100:g}%"
+
+
+def parse_target(value: str | float | RangeFraction, flag: str = "--target",
+                 units: str | None = None) -> float | RangeFraction:
+    """A cost in the device's units (a float > 0) or ``P%`` of the space's range (``0 < P <= 100``).
+
+    ``flag`` and ``units`` only word the error: one line naming the flag, the value and what is allowed.
+    """
+    if isinstance(value, RangeFraction):
+        return value
+    cost = f"a cost in {units}" if units else "a cost in the device's units"
+    text = str(value).strip()
+    if text.endswith("%"):
+        try:
+            percent = float(text[:-1])
+        except ValueError:
+            percent = math.nan
+        if not 0 < percent <= 100:  # also refuses nan
+            raise SpnasError(f"{flag} {_shown(text)}: a fraction of the range must be in (0%, 100%]; "
+                             f"or give {cost}")
+        return RangeFraction(percent / 100)
+    try:
+        number = float(text) if not isinstance(value, bool) else math.nan
+    except ValueError:
+        raise SpnasError(f"{flag} {_shown(text)}: not a number; give {cost} (e.g. 3.0) or a fraction "
+                         f"of the space's range (e.g. 40%)") from None
+    if not (math.isfinite(number) and number > 0):
+        raise SpnasError(f"{flag} {_shown(text)}: a cost must be a finite number > 0; give {cost} or a "
+                         f"fraction of the space's range (e.g. 40%)")
+    return number
+
+
+def _shown(text: str) -> str:
+    """The value as typed, quoted only when it would not read as one plain word."""
+    return text if text and text.isprintable() and " " not in text and len(text) <= 40 else describe(text, 40)
+
+
+def resolve_target(value: str | float | RangeFraction, runtime: RuntimeModel, flag: str = "--target") -> float:
+    """The target in the device's units: a float as it is, ``P%`` (text or :class:`RangeFraction`)
+    as ``lo + P/100 (hi - lo)`` of ``runtime``'s range."""
+    parsed = parse_target(value, flag, runtime.units)
+    return parsed.resolve(runtime) if isinstance(parsed, RangeFraction) else parsed
+
+
+def range_fraction_options(options_cls: type) -> tuple[str, ...]:
+    """The fields of a strategy's options dataclass that take ``P%`` (``option(..., range_fraction=True)``)."""
+    return tuple(f.name for f in dataclasses.fields(options_cls) if f.metadata.get("range_fraction"))
+
+
+def parse_target_options(options_cls: type, values: Mapping[str, Any],
+                         units: str | None = None) -> tuple[dict[str, Any], dict[str, RangeFraction]]:
+    """Split a strategy's option values (CLI text or YAML) before the latency table is known.
+
+    Returns ``values`` with every given ``range_fraction`` option that is a plain cost parsed to a
+    float and every ``P%`` one left out, and the left-out ones as :class:`RangeFraction` (to be
+    resolved with :func:`resolve_target` and put back once the runtime model exists).
+    """
+    from spnas.strategy import flag_name
+
+    plain, fractions = dict(values), {}
+    for name in range_fraction_options(options_cls):
+        if values.get(name) is None:
+            continue
+        parsed = parse_target(values[name], flag_name(name), units)
+        if isinstance(parsed, RangeFraction):
+            fractions[name] = parsed
+            del plain[name]
+        else:
+            plain[name] = parsed
+    return plain, fractions
+
+
+def range_position(latency: float, runtime: RuntimeModel) -> dict[str, Any]:
+    """Where ``latency`` sits in the space's range on the device, for ``result.yaml``:
+    ``range_fraction`` = (latency - lo) / (hi - lo) (0 when the range is one value) and
+    ``latency_range`` = [lo, hi]."""
+    lo, hi = runtime.bounds()
+    fraction = (latency - lo) / (hi - lo) if hi > lo else 0.0
+    return {"range_fraction": round(fraction, 6), "latency_range": [round(lo, 6), round(hi, 6)]}
+
+
+def describe_position(latency: float, runtime: RuntimeModel) -> str:
+    """``29% of the range 1.198-6.12``: the position of :func:`range_position`, for a person."""
+    pos = range_position(latency, runtime)
+    lo, hi = pos["latency_range"]
+    return f"{pos['range_fraction'] * 100:.0f}% of the range {lo:.4g}-{hi:.4g}"

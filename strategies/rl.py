@@ -28,7 +28,8 @@ class RLOptions(SamplingOptions):
     baseline_decay: float = option(0.9, "decay of the moving-average reward baseline")
     reward_exponent: float = option(-0.07, "w in ACC * (LAT / T) ** w (MnasNet: -0.07; 0 ignores latency)")
     reward_target: float | None = option(None, "T of the reward (default: the constraint's upper bound, else "
-                                               "the middle of the space's latency range)", metavar="T")
+                                               "the middle of the space's latency range)", metavar="T",
+                                         range_fraction=True)
     entropy_weight: float = option(0.0, "weight of an entropy bonus on the policy")
     infeasible_reward: float = option(0.0, "reward of a candidate outside the latency constraint")
 

@@ -25,6 +25,8 @@ def test_help_lists_the_plugins_options(capsys):
     text = capsys.readouterr().out
     for flag in ("--storage URL", "--study-name NAME", "--startup-trials", "--multivariate, --no-multivariate"):
         assert flag in text
+    # the sampling options come with the plugin's, --target also as a fraction of the space's range
+    assert "--target T" in text and "--max-latency T" in text and "e.g. 40%" in text
 
 
 def test_two_searches_share_a_study_through_the_cli(tmp_path, fast_sqlite):

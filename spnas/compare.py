@@ -13,6 +13,15 @@ compare`` does it for any set of registered strategies, on equal terms:
    (:mod:`spnas.train`), and its whole network is measured when the device can measure;
 4. ``report.md``, ``compare.yaml`` and ``plots/compare.png`` in the output directory.
 
+The pseudo-strategy ``random-arch`` is the paper's baseline and the yardstick: ``random_archs``
+architectures drawn uniformly at random from the space inside the same latency window, each trained
+from scratch with the same recipe, no supernet.
+
+Everything runs once per seed of ``seeds`` (one shared supernet per seed, each strategy's search,
+the trainings, the random-arch draws): with one seed in the output directory itself, with several
+in ``seed-<seed>/``. ``compare.yaml`` keeps every seed's rows and adds, per strategy, the mean,
+the sample standard deviation and every value of top-1 over seeds (:func:`aggregate`).
+
 Search cost is reported in wall time and in epochs: the supernet epochs (for sampling strategies,
 the shared supernet's, paid once for all of them) plus, for sampling strategies, the candidates
 evaluated. Every stage lives in its own run directory; a rerun with ``--resume`` skips finished
@@ -22,33 +31,57 @@ stages and resumes the unfinished one.
 from __future__ import annotations
 
 import dataclasses
+import random
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 
+from spnas.arch import Architecture
 from spnas.data import DataSplit
 from spnas.errors import SpnasError
 from spnas.graph import SpaceGraph
 from spnas.runs import RunDir, atomic_write_text, dump_yaml, read_yaml
 from spnas.report import try_write_report
 from spnas.runtime import RuntimeModel
+from spnas.target import RangeFraction, parse_target, range_position, resolve_target
 from spnas.train import TrainRecipe
 
 
 @dataclass(frozen=True)
 class CompareOptions:
+    """What ``spnas compare`` runs; refuses a bad value with a one-line error naming its flag."""
+
     strategies: tuple[str, ...] = ("single-path", "random", "evolution", "rl")
-    target: float | None = None
+    target: float | str | None = None
+    #: the target as given (recorded); ``target`` may be 'P%' of the space's range on the device
+    #: (``lo + P/100 (hi - lo)``), which :class:`Comparison` resolves to device units
+    target_spec: str | None = None
     supernet_epochs: int = 8
     evaluations: int = 100
     recipe: TrainRecipe = field(default_factory=TrainRecipe)
-    seed: int = 0
+    #: every stage runs once per seed (shared supernet, searches, trainings; the random-arch draws)
+    seeds: tuple[int, ...] = (0,)
+    #: architectures the random-arch arm draws and trains per seed
+    random_archs: int = 3
     measure: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "seeds", tuple(self.seeds))  # a list from YAML or Python reads the same
+        shown = ",".join(map(str, self.seeds))
+        if not self.seeds:
+            raise SpnasError("--seeds: empty; give a count N >= 1 (seeds 0..N-1) or distinct seeds such as 0,3,7")
+        for s in self.seeds:
+            if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+                raise SpnasError(f"--seeds {shown}: {s!r} is not allowed; seeds are integers >= 0")
+        if len(set(self.seeds)) != len(self.seeds):
+            twice = next(s for s in self.seeds if self.seeds.count(s) > 1)
+            raise SpnasError(f"--seeds {shown}: seed {twice} is named twice; give distinct seeds")
+        if isinstance(self.random_archs, bool) or not isinstance(self.random_archs, int) or self.random_archs < 1:
+            raise SpnasError(f"--random-archs {self.random_archs!r} is not allowed; use an integer >= 1")
         if not self.strategies:
             raise SpnasError("--strategies: empty; name at least one strategy (see 'spnas plugins')")
         if len(set(self.strategies)) != len(self.strategies):
@@ -57,8 +90,11 @@ class CompareOptions:
             raise SpnasError(f"--supernet-epochs {self.supernet_epochs} is not allowed; use >= 1")
         if self.evaluations < 1:
             raise SpnasError(f"--evaluations {self.evaluations} is not allowed; use >= 1")
-        if self.target is not None and not self.target > 0:
-            raise SpnasError(f"--target {self.target} is not allowed; use a latency > 0")
+        if self.target is not None:  # a cost, or 'P%' kept as text until Comparison has the latency table
+            parsed = parse_target(self.target, "--target")
+            object.__setattr__(self, "target", str(parsed) if isinstance(parsed, RangeFraction) else parsed)
+            if self.target_spec is None:
+                object.__setattr__(self, "target_spec", str(self.target))
 
 
 def _strategy(name: str, opts: CompareOptions, supernet: Path | None):
@@ -71,6 +107,7 @@ def _strategy(name: str, opts: CompareOptions, supernet: Path | None):
     fields = {f.name for f in dataclasses.fields(cls.Options)}
     values: dict[str, Any] = {"target": opts.target}
     if issubclass(cls, SamplingStrategy):
+        values.update(cls.budget_options(opts.evaluations))  # e.g. evolution: >= 3 generations
         values.update(evaluations=opts.evaluations, supernet=str(supernet) if supernet else None)
         kind = "sampling"
     elif issubclass(cls, DifferentiableStrategy) or "epochs" in fields:
@@ -82,11 +119,86 @@ def _strategy(name: str, opts: CompareOptions, supernet: Path | None):
     return cls.from_options(values), kind
 
 
+#: the pseudo-strategy of ``--strategies``: architectures drawn uniformly at random from the space
+#: (inside the same latency window) and trained from scratch, no supernet: the paper's baseline
+RANDOM_ARCH = "random-arch"
+#: uniform draws allowed per wanted architecture before random-arch gives up on a nearly empty
+#: window (the same cap as SamplingStrategy.sample_feasible)
+RANDOM_ARCH_TRIES = 10_000
+
+
+def draw_random_archs(space: SpaceGraph, runtime: RuntimeModel, target: float | None, n: int,
+                      seed: int) -> list[tuple[Architecture, float]]:
+    """``n`` distinct architectures drawn uniformly at random from ``space``, with their predicted latency.
+
+    With a ``target`` T only those with predicted latency in [0.95 T, T] (the window every strategy
+    gets) are kept: rejection sampling, at most ``n * RANDOM_ARCH_TRIES`` draws; without one, the whole
+    space. The draws depend only on ``seed``, the space and the latency table.
+
+    Raises:
+        SpnasError: no architecture can meet the window, or it holds too few to find ``n`` in the draws.
+
+    Example:
+        >>> draws = draw_random_archs(space, runtime, 0.8, 3, seed=0)  # doctest: +SKIP
+    """
+    from spnas.sampling import Constraint
+    from spnas.target import WINDOW, check_target
+
+    constraint = Constraint()
+    if target is not None:
+        check_target(runtime, target)
+        constraint = Constraint((1 - WINDOW) * target, target)
+    # a stream of its own: random search seeded alike draws from random.Random(seed) the same way,
+    # and the baseline's architectures must not be the first candidates random search evaluates
+    rng = random.Random(f"{RANDOM_ARCH}:{seed}")
+    found: dict[str, tuple[Architecture, float]] = {}
+    for _ in range(n * RANDOM_ARCH_TRIES):
+        arch = space.random(rng)
+        latency = runtime.predict(arch)
+        if constraint.ok(latency) and str(arch) not in found:
+            found[str(arch)] = (arch, latency)
+            if len(found) == n:
+                return list(found.values())
+    lo, hi = runtime.bounds()
+    raise SpnasError(
+        f"{RANDOM_ARCH}: {len(found)} of --random-archs {n} distinct architectures with predicted latency "
+        f"{constraint.describe(runtime.units)} in {n * RANDOM_ARCH_TRIES} uniform draws (seed {seed}); architectures "
+        f"of {space.name} cost {lo:.4g} to {hi:.4g} {runtime.units}: move --target to where more of them lie, or "
+        f"ask for fewer --random-archs")
+
+
+def _seeds_flag(seeds: tuple[int, ...]) -> str:
+    return f"--seed {seeds[0]}" if len(seeds) == 1 else f"--seeds {','.join(map(str, seeds))}"
+
+
+def _recorded_seeds(marker: Path) -> tuple[int, ...] | None:
+    """The seeds of the comparison recorded in ``compare-config.yaml`` (``seed`` before ``--seeds``)."""
+    try:
+        options = read_yaml(marker)["options"]
+        return tuple(int(s) for s in options.get("seeds", [options.get("seed", 0)]))
+    except (SpnasError, KeyError, TypeError, ValueError, AttributeError):
+        return None  # unreadable: the stages themselves still check what they resume
+
+
 class Comparison:
-    """One bake-off in ``out`` (see the module docstring)."""
+    """One bake-off in ``out`` (see the module docstring), once per seed of ``opts.seeds``.
+
+    With one seed the stages lie in ``out`` itself (``supernet/``, ``search-random/``,
+    ``train-random/``, ``train-random-arch-1/``, ...); with several, each seed's lie in
+    ``out/seed-<seed>/``. :meth:`run` returns the content of ``compare.yaml``: one row per seed and
+    strategy (per drawn architecture for random-arch) and the :func:`aggregate` over seeds.
+
+    Example:
+        >>> opts = CompareOptions(strategies=("random", "random-arch"), target=0.8, seeds=(0, 1))
+        >>> result = Comparison(space, data, runtime, None, Path("runs/cmp"), opts).run()  # doctest: +SKIP
+        >>> [(a["strategy"], a["n"]) for a in result["aggregate"]]  # doctest: +SKIP
+        [('random', 2), ('random-arch', 6)]
+    """
 
     def __init__(self, space: SpaceGraph, data: DataSplit, runtime: RuntimeModel, device: Any, out: Path,
                  opts: CompareOptions, *, accelerator: str = "cpu", resume: bool = False, progress: bool = True):
+        if isinstance(opts.target, str):  # '40%' of the space's range, in device units now that the table is known
+            opts = dataclasses.replace(opts, target=resolve_target(opts.target, runtime))
         self.space, self.data, self.runtime, self.device = space, data, runtime, device
         self.out, self.opts, self.accelerator = Path(out), opts, torch.device(accelerator)
         self.resume, self.progress = resume, progress
@@ -96,53 +208,65 @@ class Comparison:
                              f"another --out")
         if resume and not marker.exists():
             raise SpnasError(f"{self.out}: nothing to resume (no compare-config.yaml)")
+        before = _recorded_seeds(marker) if resume else None
+        if before is not None and before != opts.seeds and 1 in (len(before), len(opts.seeds)):
+            # one seed's stages lie in out itself, several seeds' in seed-<seed>/: neither reads the other's
+            raise SpnasError(f"{self.out}: holds a comparison run with {_seeds_flag(before)}; resume it with the "
+                             f"same seeds, or run {_seeds_flag(opts.seeds)} with another --out")
         # every strategy exists and accepts the constraint before anything is trained (the shared
-        # supernet does not exist yet: the strategies that will use it are checked without it)
-        for strategy, _ in (_strategy(n, opts, None) for n in opts.strategies):
+        # supernets do not exist yet: each seed's is given to the strategies when they search)
+        self.strategies = {n: _strategy(n, opts, None) for n in opts.strategies if n != RANDOM_ARCH}
+        for strategy, _ in self.strategies.values():
             strategy.check(space, runtime)
-        self.strategies = {n: _strategy(n, opts, self.supernet_path) for n in opts.strategies}
+        self.kinds = {n: kind for n, (_, kind) in self.strategies.items()}
+        # random-arch draws now, so that a window too narrow for it is refused before any training
+        self.draws = ({s: draw_random_archs(space, runtime, opts.target, opts.random_archs, s) for s in opts.seeds}
+                      if RANDOM_ARCH in opts.strategies else {})
         self.notes = budget_notes(self.strategies, opts)
 
-    @property
-    def supernet_path(self) -> Path:
-        return self.out / "supernet" / "supernet.pt"
+    def seed_dir(self, seed: int) -> Path:
+        """Where the stages of ``seed`` lie: ``out`` itself with one seed, else ``out/seed-<seed>``."""
+        return self.out if len(self.opts.seeds) == 1 else self.out / f"seed-{seed}"
 
-    def _stage(self, name: str) -> tuple[RunDir, bool]:
+    def supernet_path(self, seed: int) -> Path:
+        return self.seed_dir(seed) / "supernet" / "supernet.pt"
+
+    def _stage(self, path: Path) -> tuple[RunDir, bool]:
         """The run directory of a stage, and whether it resumes."""
-        path = self.out / name
         resume = self.resume and (path / "checkpoint.pt").exists()
         return RunDir(path, resume=resume), resume
 
-    def _shared_supernet(self) -> float:
-        """Train the shared supernet unless it exists; returns the seconds it took (recorded)."""
+    def _shared_supernet(self, seed: int) -> float:
+        """Train the seed's shared supernet unless it exists; returns the seconds it took (recorded)."""
         from spnas.oneshot import UniformTraining, train_uniform
 
-        info = self.out / "supernet" / "seconds.yaml"
-        if self.supernet_path.is_file() and info.is_file():
+        path = self.supernet_path(seed).parent
+        info = path / "seconds.yaml"
+        if self.supernet_path(seed).is_file() and info.is_file():
             return float(read_yaml(info)["seconds"])
-        run, resume = self._stage("supernet")
+        run, resume = self._stage(path)
         start = time.perf_counter()
         try:
             train_uniform(self.space, self.data, UniformTraining(epochs=self.opts.supernet_epochs), run,
-                          seed=self.opts.seed, device=self.accelerator, resume=resume, progress=self.progress)
+                          seed=seed, device=self.accelerator, resume=resume, progress=self.progress)
         finally:
             run.close()
         seconds = time.perf_counter() - start
         atomic_write_text(info, dump_yaml({"seconds": round(seconds, 3)}))
         return seconds
 
-    def _search(self, name: str) -> dict[str, Any]:
+    def _search(self, seed: int, name: str) -> dict[str, Any]:
         from spnas.strategy import SearchContext
 
-        path = self.out / f"search-{name}"
+        path = self.seed_dir(seed) / f"search-{name}"
         if (path / "result.yaml").is_file():
             return read_yaml(path / "result.yaml")
-        strategy, _ = self.strategies[name]
-        run, resume = self._stage(f"search-{name}")
+        strategy, _ = _strategy(name, self.opts, self.supernet_path(seed))
+        run, resume = self._stage(path)
         run.write_config({"command": "compare/search", "strategy": name, "space": self.space.name,
-                          "options": dataclasses.asdict(strategy.options), "seed": self.opts.seed,
+                          "options": dataclasses.asdict(strategy.options), "seed": seed,
                           "table_header": self.runtime.table.header})
-        ctx = SearchContext(self.space, self.data, self.runtime, run, seed=self.opts.seed,
+        ctx = SearchContext(self.space, self.data, self.runtime, run, seed=seed,
                             accelerator=self.accelerator, resume=resume, progress=self.progress)
         start = time.perf_counter()
         try:
@@ -151,22 +275,28 @@ class Comparison:
             run.close()
         out = result.to_dict()
         out["search_seconds"] = round(time.perf_counter() - start, 3)
+        out.update(range_position(result.latency, self.runtime))  # as 'spnas search' records it
         run.write_result(out)
         try_write_report(run.path)  # the stage's own report; a failure costs only that
         return out
 
-    def _train(self, name: str, arch: str) -> dict[str, Any]:
+    def _train(self, seed: int, name: str, arch: str) -> dict[str, Any]:
+        """Train ``arch`` from scratch in the stage ``train-<name>`` of ``seed`` unless it is done."""
         from spnas.train import train
 
-        path = self.out / f"train-{name}"
+        path = self.seed_dir(seed) / f"train-{name}"
         if (path / "result.yaml").is_file():
-            return read_yaml(path / "result.yaml")
-        run, resume = self._stage(f"train-{name}")
+            done = read_yaml(path / "result.yaml")
+            if done.get("arch") != arch:
+                raise SpnasError(f"{path}: trained {done.get('arch')!r}, not {arch!r} (were the latency table, "
+                                 f"--target or the seed changed?); remove that directory or choose another --out")
+            return done
+        run, resume = self._stage(path)
         run.write_config({"command": "compare/train", "arch": arch, "space": self.space.name,
-                          "recipe": self.opts.recipe, "seed": self.opts.seed})
+                          "recipe": self.opts.recipe, "seed": seed})
         try:
             result = train(self.space, self.space.parse(arch), self.data, self.opts.recipe, run,
-                           seed=self.opts.seed, device=self.accelerator, resume=resume, progress=self.progress)
+                           seed=seed, device=self.accelerator, resume=resume, progress=self.progress)
         finally:
             run.close()
         run.write_result(result)
@@ -174,39 +304,65 @@ class Comparison:
         return result
 
     def run(self) -> dict[str, Any]:
-        """Every stage, then ``compare.yaml``, ``report.md`` and the plot; returns compare.yaml's content."""
+        """Every stage of every seed, then ``compare.yaml``, ``report.md`` and the plot; returns
+        compare.yaml's content."""
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "compare-config.yaml", dump_yaml({
             "space": self.space.name, "data": self.data.name, "options": self.opts,
             "table_header": self.runtime.table.header}))
-        kinds = {n: k for n, (_, k) in self.strategies.items()}
-        shared = self._shared_supernet() if "sampling" in kinds.values() else None
-        rows = []
-        for name in self.opts.strategies:
-            found = self._search(name)
-            trained = self._train(name, found["arch"])
-            sampling = kinds[name] == "sampling"
-            rows.append({
-                "strategy": name, "arch": found["arch"], "predicted_latency": found["predicted_latency"],
-                "units": found["units"], "supernet_val_accuracy": found["supernet_val_accuracy"],
-                "top1": trained["top1"], "top5": trained["top5"],
-                **({"test_top1": trained["test_top1"]} if "test_top1" in trained else {}),
-                "search_seconds": round(found["search_seconds"] + ((shared or 0.0) if sampling else 0.0), 3),
-                "search_epochs": self.opts.supernet_epochs,
-                "evaluations": found.get("evaluations") if sampling else None,
-                "shared_supernet_seconds": round(shared, 3) if sampling and shared is not None else None,
-                "train_seconds": trained["train_seconds"], "params": found["params"], "macs": found["macs"],
-            })
+        rows = [row for seed in self.opts.seeds for row in self._run_seed(seed)]
         measured = self._measure([r["arch"] for r in rows])
         for row, m in zip(rows, measured):
             row["measured_latency"] = m
+            row["range_fraction"] = range_position(row["predicted_latency"], self.runtime)["range_fraction"]
         result = {"space": self.space.name, "data": self.data.name, "device": self.runtime.table.header.device,
                   "units": self.runtime.units, "target": self.opts.target, "supernet_epochs": self.opts.supernet_epochs,
+                  "target_spec": self.opts.target_spec,  # as given: a cost, or P% of latency_range
+                  "latency_range": range_position(0.0, self.runtime)["latency_range"],
                   "evaluations": self.opts.evaluations, "train_epochs": self.opts.recipe.epochs,
-                  "seed": self.opts.seed, "results": rows, "notes": self.notes}
+                  "seeds": list(self.opts.seeds),
+                  "random_archs": self.opts.random_archs if RANDOM_ARCH in self.opts.strategies else None,
+                  "results": rows, "aggregate": aggregate(rows), "notes": self.notes}
         atomic_write_text(self.out / "compare.yaml", dump_yaml(result))
         write_compare_report(self.out, result)
         return result
+
+    def _run_seed(self, seed: int) -> list[dict[str, Any]]:
+        """The rows of one seed: its shared supernet, each strategy's search and training, the random-arch draws."""
+        shared = self._shared_supernet(seed) if "sampling" in self.kinds.values() else None
+        rows = []
+        for name in self.opts.strategies:
+            if name == RANDOM_ARCH:
+                rows += self._random_archs(seed)
+                continue
+            found = self._search(seed, name)
+            trained = self._train(seed, name, found["arch"])
+            sampling = self.kinds[name] == "sampling"
+            rows.append(_row(
+                seed, name, found["arch"], found["predicted_latency"], trained, units=found["units"],
+                supernet_val_accuracy=found["supernet_val_accuracy"],
+                search_seconds=round(found["search_seconds"] + ((shared or 0.0) if sampling else 0.0), 3),
+                search_epochs=self.opts.supernet_epochs, evaluations=found.get("evaluations") if sampling else None,
+                shared_supernet_seconds=round(shared, 3) if sampling and shared is not None else None,
+                params=found["params"], macs=found["macs"]))
+        return rows
+
+    def _random_archs(self, seed: int) -> list[dict[str, Any]]:
+        """random-arch for one seed: each drawn architecture trained from scratch in its own stage."""
+        draws = self.draws[seed]
+        path = self.seed_dir(seed) / f"{RANDOM_ARCH}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, dump_yaml({"seed": seed, "target": self.opts.target, "archs": [
+            {"arch": str(a), "predicted_latency": round(lat, 6)} for a, lat in draws]}))
+        rows = []
+        for i, (arch, latency) in enumerate(draws, 1):
+            trained = self._train(seed, f"{RANDOM_ARCH}-{i}", str(arch))
+            params, macs = self.space.cost(arch)
+            rows.append(_row(seed, RANDOM_ARCH, str(arch), round(latency, 6), trained, draw=i,
+                             units=self.runtime.units, supernet_val_accuracy=None, search_seconds=0.0,
+                             search_epochs=0, evaluations=None, shared_supernet_seconds=None, params=params,
+                             macs=macs))
+        return rows
 
     def _measure(self, archs: list[str]) -> list[float | None]:
         from spnas.profiling import MeasuredDevice
@@ -224,16 +380,80 @@ class Comparison:
         return [known[a] for a in archs]
 
 
+def _row(seed: int, strategy: str, arch: str, predicted: float, trained: Mapping[str, Any], *, units: str,
+         supernet_val_accuracy: float | None, search_seconds: float, search_epochs: int, evaluations: int | None,
+         shared_supernet_seconds: float | None, params: int, macs: int, draw: int | None = None) -> dict[str, Any]:
+    """One row of compare.yaml: a found (or drawn) architecture and its training from scratch."""
+    return {
+        "seed": seed, "strategy": strategy, **({"draw": draw} if draw is not None else {}),
+        "arch": arch, "predicted_latency": predicted, "units": units, "supernet_val_accuracy": supernet_val_accuracy,
+        "top1": trained["top1"], "top5": trained["top5"],
+        **({"test_top1": trained["test_top1"]} if "test_top1" in trained else {}),
+        "search_seconds": search_seconds, "search_epochs": search_epochs, "evaluations": evaluations,
+        "shared_supernet_seconds": shared_supernet_seconds, "train_seconds": trained["train_seconds"],
+        "params": params, "macs": macs,
+    }
+
+
+def _stats(key: str, values: Sequence[float]) -> dict[str, Any]:
+    """``<key>_mean``, ``<key>_std`` (sample std, ddof 1; None for one value) and ``<key>_values``."""
+    values = [float(v) for v in values]
+    return {f"{key}_mean": statistics.fmean(values),
+            f"{key}_std": statistics.stdev(values) if len(values) > 1 else None, f"{key}_values": values}
+
+
+def aggregate(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per strategy (in the rows' order), over every row of every seed (for random-arch: every drawn
+    architecture of every seed): ``n``; top-1 mean, sample std and every value (:func:`_stats`); the same
+    for ``test_top1`` when every row has one; the mean predicted latency (and its std), the mean measured
+    latency when every row was measured, the mean search wall time; and the top-1 statistics per seed
+    (``by_seed``).
+
+    Example:
+        >>> rows = [{"seed": s, "strategy": "random", "top1": t, "predicted_latency": 0.8, "search_seconds": 2.0}
+        ...         for s, t in ((0, 0.5), (1, 0.7))]
+        >>> a = aggregate(rows)[0]
+        >>> a["n"], round(a["top1_mean"], 6), round(a["top1_std"], 6), a["top1_values"]
+        (2, 0.6, 0.141421, [0.5, 0.7])
+    """
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(str(r["strategy"]), []).append(r)
+    out = []
+    for name, rs in groups.items():
+        entry: dict[str, Any] = {"strategy": name, "n": len(rs), **_stats("top1", [r["top1"] for r in rs])}
+        if all(r.get("test_top1") is not None for r in rs):
+            entry.update(_stats("test_top1", [r["test_top1"] for r in rs]))
+        predicted = _stats("predicted_latency", [r["predicted_latency"] for r in rs])
+        measured = [r.get("measured_latency") for r in rs]
+        entry.update(predicted_latency_mean=predicted["predicted_latency_mean"],
+                     predicted_latency_std=predicted["predicted_latency_std"],
+                     measured_latency_mean=(statistics.fmean(measured)
+                                            if all(m is not None for m in measured) else None),
+                     search_seconds_mean=statistics.fmean(float(r["search_seconds"]) for r in rs))
+        seeds = list(dict.fromkeys(r.get("seed") for r in rs))
+        entry["by_seed"] = [{"seed": s, "n": sum(r.get("seed") == s for r in rs),
+                             **_stats("top1", [r["top1"] for r in rs if r.get("seed") == s])} for s in seeds]
+        out.append(entry)
+    return out
+
+
 def budget_notes(strategies: dict[str, tuple[Any, str]], opts: CompareOptions) -> list[str]:
     """Where the budget leaves a strategy unable to act as itself (e.g. evolution that never gets
     past its random first generation)."""
     notes = []
     for name, (strategy, kind) in strategies.items():
         population = getattr(strategy.options, "population", None)
-        if kind == "sampling" and isinstance(population, int) and population >= opts.evaluations:
+        if kind != "sampling" or not isinstance(population, int):
+            continue
+        if population >= opts.evaluations:
             notes.append(f"{name}: its population ({population}) is not smaller than --evaluations "
                          f"({opts.evaluations}), so it evaluated only its random first generation: "
                          f"it searched as random search does")
+        elif -(-opts.evaluations // population) < 3:
+            notes.append(f"{name}: --evaluations {opts.evaluations} leaves {-(-opts.evaluations // population)} "
+                         f"generations of {population}, the random first one included; give at least "
+                         f"{3 * population} for 3")
     return notes
 
 
@@ -241,34 +461,93 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def _mean_std(entry: Mapping[str, Any], key: str) -> str:
+    mean, std = entry.get(f"{key}_mean"), entry.get(f"{key}_std")
+    return _fmt(mean) if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def _every_value(entry: Mapping[str, Any]) -> str:
+    """Every top-1 of a strategy; grouped by seed where a seed has several (random-arch)."""
+    by_seed = entry.get("by_seed") or []
+    if any(s["n"] > 1 for s in by_seed):
+        return "; ".join(f"seed {s['seed']}: " + ", ".join(f"{v:.4f}" for v in s["top1_values"]) for s in by_seed)
+    return ", ".join(f"{v:.4f}" for v in entry["top1_values"])
+
+
+def _seeds_words(seeds: Sequence[int]) -> str:
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}"
+
+
+def _range_words(result: Mapping[str, Any]) -> str:
+    """`` (--target 40%; networks of the space cost 1.197-6.075)``: the target as given and the range."""
+    spec = result.get("target_spec")
+    bounds = result.get("latency_range")
+    words = [f"`--target {spec}`"] if spec and str(spec).endswith("%") else []
+    if isinstance(bounds, list) and len(bounds) == 2:
+        words.append(f"networks of the space cost {bounds[0]:.4g}-{bounds[1]:.4g}")
+    return f" ({'; '.join(words)})" if words else ""
+
+
+def _percent(row: Mapping[str, Any]) -> str:
+    """`` (29%)``: where a result sits in the space's range (nothing for a row that predates it)."""
+    f = row.get("range_fraction")
+    return "" if f is None else f" ({f * 100:.0f}%)"
+
+
 def write_compare_report(out: Path, result: dict[str, Any]) -> Path:
     """``report.md`` and ``plots/compare.png`` of a comparison (also rebuilt by ``spnas report``)."""
     out = Path(out)
     from spnas.plots import plot_comparison
 
-    plot_comparison(result["results"], out / "plots" / "compare.png", units=result["units"],
-                    device=result["device"], target=result.get("target"), title=f"{result['space']}: found architectures")
+    rows = result["results"]
+    agg = result.get("aggregate") or aggregate(rows)  # a compare.yaml from before --seeds has none
+    seeds = result.get("seeds") or [result.get("seed", 0)]
+    plot_comparison(rows, out / "plots" / "compare.png", aggregate=agg, units=result["units"],
+                    device=result["device"], target=result.get("target"),
+                    title=f"{result['space']}: trained from scratch, {_seeds_words(seeds)}")
     u = result["units"]
+    draws = result.get("random_archs")
+    where = "inside the target window" if result.get("target") is not None else "from the whole space"
     lines = [f"# Strategy comparison on {result['space']}", "",
              f"Data `{result['data']}`, device `{result['device']}` ({u}), target "
-             f"{_fmt(result.get('target'), 'g')}, seed {result['seed']}. Budget: {result['supernet_epochs']} supernet "
+             f"{_fmt(result.get('target'), 'g')}{_range_words(result)}, {_seeds_words(seeds)}. Budget: {result['supernet_epochs']} supernet "
              f"epochs each (sampling strategies share one uniform supernet and evaluate up to "
              f"{result['evaluations']} candidates); every found network trained from scratch for "
-             f"{result['train_epochs']} epochs with the same recipe.", "",
-             f"| strategy | architecture | predicted ({u}) | measured | supernet acc. | top-1 | top-5 | "
-             f"search (s) | search epochs | evaluations | training (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in result["results"]:
+             f"{result['train_epochs']} epochs with the same recipe."
+             + (f" {RANDOM_ARCH}: {draws} architectures per seed drawn uniformly at random {where}, each "
+                f"trained from scratch with the same recipe, no supernet." if draws else ""), ""]
+    test = any("test_top1_mean" in a for a in agg)
+    lines += ["## Over seeds", "",
+              f"| strategy | n | top-1 mean ± std | every value | {'test top-1 mean ± std | ' if test else ''}"
+              f"predicted ({u}) | measured | search (s) |",
+              "|---|---|---|---|" + ("---|" if test else "") + "---|---|---|"]
+    for a in agg:
+        cells = [a["strategy"], str(a["n"]), _mean_std(a, "top1"), _every_value(a),
+                 *([_mean_std(a, "test_top1")] if test else []), _fmt(a.get("predicted_latency_mean")),
+                 _fmt(a.get("measured_latency_mean")), _fmt(a.get("search_seconds_mean"), ".1f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Per seed", "",
+              f"| seed | strategy | architecture | predicted ({u}, % of range) | measured | supernet acc. | top-1 | top-5 | "
+              f"search (s) | search epochs | evaluations | training (s) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
         arch = str(r["arch"]).replace("|", "\\|")  # a bare | would end the table cell
-        lines.append(f"| {r['strategy']} | `{arch}` | {_fmt(r['predicted_latency'])} | "
+        name = r["strategy"] + (f" #{r['draw']}" if r.get("draw") is not None else "")
+        lines.append(f"| {r.get('seed', seeds[0])} | {name} | `{arch}` | {_fmt(r['predicted_latency'])}{_percent(r)} | "
                      f"{_fmt(r.get('measured_latency'))} | {_fmt(r['supernet_val_accuracy'])} | {_fmt(r['top1'])} | "
                      f"{_fmt(r['top5'])} | {_fmt(r['search_seconds'], '.1f')} | {r['search_epochs']} | "
                      f"{_fmt(r.get('evaluations'), 'd')} | {_fmt(r['train_seconds'], '.1f')} |")
     notes = [f"- {n}" for n in result.get("notes") or []]
     lines += ([""] + ["Notes:", ""] + notes if notes else [])
-    lines += ["", "Search time of sampling strategies includes the shared supernet's training "
-              "(paid once for all of them, counted for each). One seed proves no ranking: repeat with "
-              "other `--seed` values before drawing conclusions.", "", "![comparison](plots/compare.png)", ""]
+    if len(seeds) == 1:
+        spread = ("One seed proves no ranking: repeat with other `--seed` values, or run `--seeds 3`, before "
+                  "drawing conclusions.")
+    else:
+        spread = (f"n counts the trained networks: one per seed and strategy ({RANDOM_ARCH}: one per drawn "
+                  f"architecture); ± is their sample standard deviation (n - 1). A difference within it is "
+                  f"noise: {len(seeds)} seeds rank two strategies only when their means lie well apart.")
+    lines += ["", "Search time of sampling strategies includes their seed's shared supernet training "
+              "(paid once for all of them, counted for each). " + spread, "", "![comparison](plots/compare.png)", ""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -370,35 +370,54 @@ __all__ = ["op_colour", "plot_architecture", "plot_candidates", "plot_search_pro
            "plot_training", "superkernel_maps"]
 
 
-def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, *, units: str = "", device: str = "",
+def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, *,
+                    aggregate: Sequence[Mapping[str, Any]] | None = None, units: str = "", device: str = "",
                     target: float | None = None, title: str = "") -> Path:
-    """``spnas compare``: trained top-1 against latency (measured where every row has it, else
-    predicted), one labelled point per strategy, and each strategy's search wall time."""
-    measured = all(_number(r.get("measured_latency")) is not None for r in rows)
-    key = "measured_latency" if measured else "predicted_latency"
+    """``spnas compare``: trained top-1 against predicted latency, one point per strategy at its means
+    over seeds with the sample std as error bars (and every trained network faintly behind it), the
+    target line and window; and each strategy's mean search wall time.
+
+    ``aggregate`` is compare.yaml's (:func:`spnas.compare.aggregate` of ``rows`` when not given).
+    """
+    if aggregate is None:
+        from spnas.compare import aggregate as aggregate_rows
+
+        aggregate = aggregate_rows(rows)
     fig = _figure(10, 4)
     ax, bx = fig.subplots(1, 2)
-    points: dict[tuple[float, float], list[str]] = {}
-    for r in rows:  # strategies that found the same network share one point and one label
-        x, y = _number(r.get(key)), _number(r.get("top1"))
+    names = [str(a.get("strategy")) for a in aggregate]
+    for i, (name, a) in enumerate(zip(names, aggregate)):
+        colour = f"C{i % 10}"
+        own = [r for r in rows if str(r.get("strategy")) == name]
+        xs, ys = _series(own, "predicted_latency", "top1")
+        ax.scatter(xs, ys, s=14, color=colour, alpha=0.3, linewidths=0)
+        x, y = _number(a.get("predicted_latency_mean")), _number(a.get("top1_mean"))
         if x is not None and y is not None:
-            points.setdefault((x, y), []).append(str(r.get("strategy")))
-    for (x, y), names in points.items():
-        ax.scatter([x], [y], s=40)
-        ax.annotate(", ".join(names), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            ax.errorbar([x], [y], yerr=[_number(a.get("top1_std")) or 0.0],
+                        xerr=[_number(a.get("predicted_latency_std")) or 0.0], fmt="o", color=colour, capsize=3,
+                        markersize=6, label=f"{name} (n={a.get('n')})")
     if _number(target) is not None:
         ax.axvspan((1 - WINDOW) * target, target, color="tab:green", alpha=0.12,
-                   label=f"target window [{1 - WINDOW:g} T, T], T = {target:g}")
-        ax.legend(fontsize=8, loc="lower right")
-    ax.set_xlabel(f"{'measured' if measured else 'predicted'} latency{_unit(units)}" + (f", {device}" if device else ""))
-    ax.set_ylabel("top-1 (validation), trained from scratch")
+                   label=f"target window [{1 - WINDOW:g} T, T]")
+        ax.axvline(target, color="tab:green", linestyle="--", linewidth=1, label=f"T = {target:g}")
+    if names:
+        ax.legend(fontsize=7, loc="best")
+    ax.set_xlabel(f"predicted latency{_unit(units)}" + (f", {device}" if device else ""))
+    ax.set_ylabel("top-1 (validation), trained from scratch\nmean ± std over seeds")
     ax.set_title(title, fontsize=9)
-    names = [str(r.get("strategy")) for r in rows]
-    shared = [_number(r.get("shared_supernet_seconds")) or 0.0 for r in rows]
-    own = [max((_number(r.get("search_seconds")) or 0.0) - s, 0.0) for r, s in zip(rows, shared)]
-    bx.barh(names, shared, color="tab:gray", alpha=0.5, label="shared supernet (trained once)")
-    bx.barh(names, own, left=shared, color="tab:blue", label="the strategy's own search")
-    bx.set_xlabel("search wall time (s)")
+
+    def mean(name: str, key: str) -> float:
+        values = [_number(r.get(key)) or 0.0 for r in rows if str(r.get("strategy")) == name]
+        return sum(values) / len(values) if values else 0.0
+
+    shared = [mean(n, "shared_supernet_seconds") for n in names]
+    own_s = [max(mean(n, "search_seconds") - s, 0.0) for n, s in zip(names, shared)]
+    bx.barh(names, shared, color="tab:gray", alpha=0.5, label="shared supernet (trained once per seed)")
+    bx.barh(names, own_s, left=shared, color="tab:blue", label="the strategy's own search")
+    for i, total in enumerate(s + o for s, o in zip(shared, own_s)):
+        if total == 0:  # random-arch: drawn, not searched
+            bx.annotate("no search", (0, i), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+    bx.set_xlabel("search wall time, mean over seeds (s)")
     bx.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=2, frameon=False)
     bx.invert_yaxis()
     fig.tight_layout()

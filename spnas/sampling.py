@@ -121,8 +121,9 @@ class SamplingOptions:
     evaluations: int | None = option(None, "candidates to evaluate (default: the strategy's)")
     time_limit: float | None = option(None, "stop the search after this many seconds (supernet training "
                                             "not counted)", metavar="SECONDS")
-    target: float | None = option(None, "latency window [0.95 T, T], as single-path's --target", metavar="T")
-    max_latency: float | None = option(None, "hard constraint: latency <= T", metavar="T")
+    target: float | None = option(None, "latency window [0.95 T, T], as single-path's --target", metavar="T",
+                                  range_fraction=True)
+    max_latency: float | None = option(None, "hard constraint: latency <= T", metavar="T", range_fraction=True)
     latency_window: tuple[float, float] | None = option(None, "hard constraint: LO <= latency <= HI",
                                                         metavar=("LO", "HI"))
     supernet: str | None = option(None, "reuse this trained supernet (the supernet.pt of any run) instead of "
@@ -161,6 +162,13 @@ class SamplingStrategy(Strategy):
     @property
     def evaluations(self) -> int:
         return self.options.evaluations or self.default_evaluations
+
+    @classmethod
+    def budget_options(cls, evaluations: int) -> dict[str, Any]:
+        """Options that let this strategy act as itself within ``evaluations`` candidates, for a
+        caller that fixes the budget (``spnas compare``). Options the caller names win over these.
+        None by default; evolution shrinks its population so that it gets at least 3 generations."""
+        return {}
 
     def setup(self, space: SpaceGraph, runtime: RuntimeModel, constraint: Constraint, seed: int) -> None:
         """Called once before the first ask. Override to build state; call ``super().setup``."""

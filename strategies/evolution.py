@@ -51,6 +51,22 @@ class Evolution(SamplingStrategy):
     name = "evolution"
     Options = EvolutionOptions
 
+    #: generations that a fixed budget must leave (the random first one included): with fewer,
+    #: evolution has barely started to select
+    MIN_GENERATIONS = 3
+
+    @classmethod
+    def budget_options(cls, evaluations: int) -> dict[str, int]:
+        """SPOS's shape (half the children mutated, half crossed, a fifth of the population as
+        parents) at a population that leaves at least :attr:`MIN_GENERATIONS` generations."""
+        default = EvolutionOptions()
+        if evaluations >= cls.MIN_GENERATIONS * default.population:
+            return {}
+        population = max(2, evaluations // cls.MIN_GENERATIONS)
+        mutations = population // 2
+        return {"population": population, "generations": -(-evaluations // population),
+                "parents": max(1, population // 5), "mutations": mutations, "crossovers": population - mutations}
+
     @property
     def evaluations(self) -> int:
         o: EvolutionOptions = self.options

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -48,9 +49,13 @@ def test_compare_runs_every_strategy_on_equal_terms(tmp_path, capsys):
     report = (out / "report.md").read_text()
     for row in rows.values():
         assert "`" + row["arch"].replace("|", "\\|") + "`" in report  # escaped inside the table
-    # evolution's first generation (50) is bigger than the budget (4): the report says so
-    assert result["notes"] == [n for n in result["notes"] if n.startswith("evolution: its population (50)")]
-    assert len(result["notes"]) == 1 and "searched as random search does" in report
+    # a budget of 4 shrinks evolution's population to 2 (Evolution.budget_options), which still
+    # leaves only 2 generations: the report says so
+    evo = _read(out / "search-evolution" / "config.yaml")["options"]
+    assert (evo["population"], evo["mutations"], evo["crossovers"], evo["parents"]) == (2, 1, 1, 1)
+    assert result["notes"] == ["evolution: --evaluations 4 leaves 2 generations of 2, the random first one "
+                               "included; give at least 6 for 3"]
+    assert "leaves 2 generations" in report
     assert (out / "plots" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "report:" in capsys.readouterr().out
     # every stage has its own report, and 'spnas report' rebuilds the comparison's
@@ -68,11 +73,11 @@ def test_compare_resume_skips_finished_stages(tmp_path, monkeypatch):
     original = compare.Comparison._train
     calls = []
 
-    def interrupt_second_training(self, name, arch):
+    def interrupt_second_training(self, seed, name, arch):
         calls.append(name)
         if name == "evolution":
             raise KeyboardInterrupt
-        return original(self, name, arch)
+        return original(self, seed, name, arch)
 
     monkeypatch.setattr(compare.Comparison, "_train", interrupt_second_training)
     assert main(args) == 130
@@ -91,6 +96,15 @@ def test_compare_resume_skips_finished_stages(tmp_path, monkeypatch):
     (["--strategies", "random,random"], "a strategy is named twice"),
     (["--target", "0.01"], "0.01"),
     (["--evaluations", "0"], "--evaluations 0 is not allowed"),
+    (["--seeds", "0"], "--seeds 0: a count must be >= 1"),
+    (["--seeds", "1,1"], "--seeds 1,1: seed 1 is named twice"),
+    (["--seeds=-1,2"], "--seeds -1,2: -1 is not allowed"),
+    (["--seeds", "two"], "--seeds 'two': not a count or a list of seeds"),
+    (["--seed", "1", "--seeds", "2"], "--seed and --seeds: give one"),
+    (["--random-archs", "0"], "--random-archs 0 is not allowed"),
+    # one architecture of the tiny space lies in [0.228, 0.24]: two distinct draws cannot be found
+    (["--strategies", "random-arch", "--target", "0.24", "--random-archs", "2"],
+     "random-arch: 1 of --random-archs 2 distinct architectures"),
 ])
 def test_bad_comparisons_are_refused_before_any_work(tmp_path, capsys, args, message):
     out = tmp_path / "cmp"
@@ -98,3 +112,81 @@ def test_bad_comparisons_are_refused_before_any_work(tmp_path, capsys, args, mes
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (out / "supernet").exists()
+
+
+def _digits_npz(path):
+    """A small digits set with a test part (so that trainings report test top-1), quick to train on."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = (digits.images * (255 / 16)).astype(np.uint8), digits.target
+    np.savez(path, x=x[:300], y=y[:300], x_test=x[300:400], y_test=y[300:400])
+    return path
+
+
+def test_compare_over_seeds_with_random_architectures(tmp_path):
+    from spnas.devices.flops import FlopsDevice
+    from spnas.runtime import RuntimeModel
+
+    torch.set_num_threads(1)
+    out = tmp_path / "cmp"
+    data = _digits_npz(tmp_path / "digits.npz")
+    base = ["compare", "--strategies", "random,random-arch", *FAST, "--data", f"npz:{data}", "--target", "0.8",
+            "--random-archs", "2", "--out", str(out)]
+    args = [*base, "--seeds", "2"]
+    assert main(args) == 0
+    result = _read(out / "compare.yaml")
+    rows = result["results"]
+    assert result["seeds"] == [0, 1] and result["random_archs"] == 2
+    assert [(r["seed"], r["strategy"], r.get("draw")) for r in rows] == [
+        (s, name, draw) for s in (0, 1) for name, draw in (("random", None), ("random-arch", 1), ("random-arch", 2))]
+    for r in rows:  # every row is its seed's stage, trained from scratch
+        stage = f"train-random-arch-{r['draw']}" if r["strategy"] == "random-arch" else "train-random"
+        trained = _read(out / f"seed-{r['seed']}" / stage / "result.yaml")
+        assert (trained["arch"], trained["top1"], trained["test_top1"]) == (r["arch"], r["top1"], r["test_top1"])
+    assert (out / "seed-1" / "supernet" / "supernet.pt").is_file() and not (out / "supernet").exists()
+    assert not list(out.glob("seed-*/search-random-arch"))  # random-arch: no supernet, no search
+    # the aggregate is the per-seed rows' mean and sample std
+    agg = {a["strategy"]: a for a in result["aggregate"]}
+    assert list(agg) == ["random", "random-arch"] and agg["random"]["n"] == 2 and agg["random-arch"]["n"] == 4
+    for name, a in agg.items():
+        mine = [r for r in rows if r["strategy"] == name]
+        for key in ("top1", "test_top1"):
+            values = np.array([r[key] for r in mine])
+            assert a[f"{key}_values"] == list(values)
+            assert a[f"{key}_mean"] == pytest.approx(values.mean(), abs=1e-12)
+            assert a[f"{key}_std"] == pytest.approx(values.std(ddof=1), abs=1e-12)
+        assert a["predicted_latency_mean"] == pytest.approx(np.mean([r["predicted_latency"] for r in mine]))
+        assert a["search_seconds_mean"] == pytest.approx(np.mean([r["search_seconds"] for r in mine]))
+        assert a["measured_latency_mean"] is None  # flops cannot measure
+        for s in a["by_seed"]:
+            values = np.array([r["top1"] for r in mine if r["seed"] == s["seed"]])
+            assert s["n"] == len(values) and s["top1_mean"] == pytest.approx(values.mean(), abs=1e-12)
+            assert s["top1_std"] == (pytest.approx(values.std(ddof=1), abs=1e-12) if len(values) > 1 else None)
+    # random-arch draws lie in the window (checked with the runtime model itself), and differ by seed
+    space = SpaceGraph.load("tiny")
+    runtime = RuntimeModel(space, FlopsDevice().latency_table(space))
+    draws = {s: [r["arch"] for r in rows if r["strategy"] == "random-arch" and r["seed"] == s] for s in (0, 1)}
+    for arch in draws[0] + draws[1]:
+        assert 0.95 * 0.8 - 1e-9 <= runtime.predict(space.parse(arch)) <= 0.8 + 1e-9
+    assert draws[0] != draws[1] and len(set(draws[0])) == len(set(draws[1])) == 2
+    report = (out / "report.md").read_text()
+    r = agg["random"]
+    assert "| strategy | n | top-1 mean ± std | every value | test top-1 mean ± std |" in report
+    assert f"| random | 2 | {r['top1_mean']:.4f} ± {r['top1_std']:.4f} |" in report
+    assert "| 1 | random-arch #2 | `" in report and "One seed proves no ranking" not in report
+    assert (out / "plots" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # resume after one stage's result is lost: that stage alone runs again
+    victim = out / "seed-1" / "train-random-arch-2" / "result.yaml"
+    others = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("seed-*/*/result.yaml") if p != victim}
+    others.update({p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("seed-*/*/*.pt")
+                   if p.parent != victim.parent})
+    assert len(others) > 8
+    victim.unlink()
+    assert main([*args, "--resume"]) == 0
+    assert _read(victim)["arch"] == rows[-1]["arch"]
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in others} == others
+    again = _read(out / "compare.yaml")["results"]
+    assert [r["arch"] for r in again] == [r["arch"] for r in rows] and again[:-1] == rows[:-1]
+    # one seed's stages would lie in the output directory itself: resuming with one seed is refused
+    assert main([*base, "--seed", "0", "--resume"]) == 2

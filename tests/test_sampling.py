@@ -264,3 +264,17 @@ def test_resume_of_a_batched_run_replays_asks_and_tells_in_their_order(cifar, tm
                                   resume=True, evaluations=24)
     assert resumed == full
     assert sum(map(len, evaluated)) == 12  # only the new half was evaluated
+
+
+def test_evolution_budget_options_leave_three_generations():
+    from spnas.strategies.evolution import Evolution, EvolutionOptions
+    from spnas.strategies.random_search import RandomSearch
+
+    # 30 candidates: 3 generations of 10, SPOS's shape (half mutated, half crossed, a fifth as parents)
+    values = Evolution.budget_options(30)
+    assert values == {"population": 10, "generations": 3, "parents": 2, "mutations": 5, "crossovers": 5}
+    opts = EvolutionOptions(**values, evaluations=30)
+    assert opts.population * 3 <= 30 and opts.mutations + opts.crossovers == opts.population
+    assert Evolution.budget_options(31)["generations"] == 4  # a remainder is a 4th, partial generation
+    assert Evolution.budget_options(150) == {}  # the default population of 50 already gets 3 generations
+    assert RandomSearch.budget_options(30) == {}  # nothing to fit for random search

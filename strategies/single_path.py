@@ -29,6 +29,7 @@ from spnas.target import WINDOW, check_target, project
 
 CHECKPOINT_FORMAT = "spnas-single-path-v1"
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
+THRESHOLD_SCHEDULES = ("settle", "cosine", "constant")
 
 
 @dataclass
@@ -48,18 +49,24 @@ class SinglePathOptions:
     threshold_lr: float | None = option(0.05, "learning rate of the thresholds (default 0.05; authors: the weights' rate)")
     threshold_units: str = option("relative", "thresholds in units of each subset's initial norm, or absolute (the "
                                   "paper); see docs/superkernel.md", choices=("relative", "absolute"))
-    decay_thresholds: bool = option(False, "cosine-decay the thresholds' rate with the weights' (authors: yes)")
+    threshold_schedule: str = option("settle", "the thresholds' rate: settle (constant through the warm-up, then "
+                                     "cosine to 0 over the runtime epochs, so the architecture settles by the end), "
+                                     "cosine (with the weights', as the authors) or constant",
+                                     choices=THRESHOLD_SCHEDULES)
     weight_decay: float = option(1e-5, "weight decay of the weights")
     threshold_weight_decay: float = option(0.0, "weight decay of the thresholds (authors: 1e-5)")
     label_smoothing: float = option(0.0, "label smoothing (authors: 0.1)")
     lambda_: float = option(0.02, "runtime-loss weight lambda")
     lambda_scale: float = option(1e3, "multiplies lambda, as the authors' 1e3")
+    target_scale: float = option(0.5, "target mode: the log-distance |log(R / T*)| at which the squared target "
+                                 "penalty weighs lambda * lambda_scale (smaller: held closer to T*)")
     keep_prob: float = option(0.9, "indicator keep probability in the warm-up (authors 0.6; too strong for "
                               "~20 steps an epoch)")
-    warmup_epochs: int | None = option(None, "epochs of indicator dropout, runtime term off (default 5/8 of "
-                                       "--epochs, as the authors' 5 of 8)")
-    target: float | None = option(None, "target cost in the device's units: result <= T and within 5%% of T",
-                                  metavar="T")
+    warmup_epochs: int | None = option(None, "epochs of indicator dropout, runtime term off; fewer than --epochs "
+                                       "(default 5/8 of --epochs, as the authors' 5 of 8, leaving at least one "
+                                       "epoch with the runtime term)")
+    target: float | None = option(None, "target cost T in the device's units: result <= T and within 5%% of T",
+                                  metavar="T", range_fraction=True)
     log_every: int = option(1, "log every N steps", cli=False)
     bn_batches: int = option(20, "batches to recalibrate BatchNorm of the found architecture (as SPOS)")
     recipe: str = option("cpu", "option preset; a preset never overrides an explicit flag", choices=("cpu", "authors"))
@@ -69,18 +76,30 @@ class SinglePathOptions:
             raise SpnasError(f"--recipe {self.recipe!r} is not known; allowed: cpu, authors")
         if self.threshold_units not in ("relative", "absolute"):
             raise SpnasError(f"--threshold-units {self.threshold_units!r} is not known; allowed: relative, absolute")
+        if self.threshold_schedule not in THRESHOLD_SCHEDULES:
+            raise SpnasError(f"--threshold-schedule {self.threshold_schedule!r} is not known; allowed: "
+                             f"{', '.join(THRESHOLD_SCHEDULES)}")
         if self.optimizer not in OPTIMIZERS:
             raise SpnasError(f"--optimizer {self.optimizer!r} is not known; allowed: {', '.join(OPTIMIZERS)}")
         check_options("single-path", [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                   ("lr", self.lr > 0, "> 0"), ("keep_prob", 0 < self.keep_prob <= 1, "in (0, 1]"),
                   ("lambda_scale", self.lambda_scale > 0, "> 0"), ("lambda_", self.lambda_ >= 0, ">= 0"),
+                  ("target_scale", self.target_scale > 0, "> 0"),
                   ("target", self.target is None or self.target > 0, "> 0"),
-                  ("warmup_epochs", self.warmup_epochs is None or 0 <= self.warmup_epochs <= self.epochs,
-                   f"in [0, --epochs {self.epochs}]"), ("bn_batches", self.bn_batches >= 1, ">= 1")], self)
+                  ("warmup_epochs", self.warmup_epochs is None or self.warmup_epochs >= 0, ">= 0"),
+                  ("bn_batches", self.bn_batches >= 1, ">= 1")], self)
+        if self.warmup_epochs is not None and self.warmup_epochs >= self.epochs:  # a silent no-op otherwise
+            raise SpnasError(f"single-path: --warmup-epochs {self.warmup_epochs} leaves no epoch of --epochs "
+                             f"{self.epochs} with the runtime term, so the search would return the largest "
+                             f"network; use --warmup-epochs {self.epochs - 1} or less, or more --epochs")
 
     @property
     def warmup(self) -> int:
-        return round(self.epochs * 5 / 8) if self.warmup_epochs is None else self.warmup_epochs
+        """Warm-up epochs: 5/8 of the search by default (the authors' 5 of 8), always leaving at least
+        one epoch with the runtime term (``--epochs 1`` has no warm-up)."""
+        if self.warmup_epochs is None:
+            return min(round(self.epochs * 5 / 8), self.epochs - 1)
+        return self.warmup_epochs
 
 
 #: the authors' search recipe (their search_main.py and README): RMSProp (decay 0.9, momentum 0.9),
@@ -88,7 +107,7 @@ class SinglePathOptions:
 #: times 1e3, indicator keep probability 0.6 for the first 5/8 of the search, runtime term off meanwhile
 AUTHORS_RECIPE = {"optimizer": "rmsprop", "label_smoothing": 0.1, "lambda_": 0.02, "lambda_scale": 1e3,
                   "weight_decay": 1e-5, "threshold_weight_decay": 1e-5, "keep_prob": 0.6, "threshold_lr": None,
-                  "threshold_units": "absolute", "decay_thresholds": True}
+                  "threshold_units": "absolute", "threshold_schedule": "cosine"}
 
 
 def _make_optimizer(opts: SinglePathOptions, net: Supernet) -> torch.optim.Optimizer:
@@ -177,14 +196,14 @@ class SinglePathStrategy(DifferentiableStrategy):
                              f"({len(ctx.data.train)} images)")
         total = opts.epochs * len(train)
         cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
-        # by default thresholds keep their rate to the end (a short run needs every step to move
-        # them); the authors' recipe decays them with the weights
-        thr = cosine if opts.decay_thresholds else (lambda s: 1.0)
+        thr = _threshold_schedule(opts.threshold_schedule, total, opts.warmup * len(train))
         sched = torch.optim.lr_scheduler.LambdaLR(optimizer, [cosine, thr])
         state = {"epoch": 0, "step": 0}
         if ctx.resume:
             state = self._resume(ctx, net, optimizer, sched)
-        t_star = None if opts.target is None else opts.target * (1 - WINDOW / 2)
+        # target mode aims at the window's lower edge: cross-entropy holds the network a little above
+        # the aim, so it settles inside [0.95 T, T] (docs/quality.md)
+        t_star = None if opts.target is None else opts.target * (1 - WINDOW)
         progress = _progress(ctx, total, state["step"])
         net.train()
         try:
@@ -228,8 +247,8 @@ class SinglePathStrategy(DifferentiableStrategy):
             r = ctx.runtime(decisions)
             if t_star is None:  # Eq. 9
                 loss = ce + opts.lambda_ * opts.lambda_scale * torch.log(r)
-            else:  # target mode: the runtime term acts only above T* (a hinge on log R)
-                loss = ce + opts.lambda_ * opts.lambda_scale * torch.relu(torch.log(r / t_star))
+            else:  # target mode: a squared log-distance to T*, both sides (docs/quality.md)
+                loss = ce + opts.lambda_ * opts.lambda_scale * target_penalty(r, t_star, opts.target_scale)
         # the whole batch's loss (each rank holds its own part's): every rank stops together
         mean_loss, mean_ce = ctx.dist.mean([float(loss.detach()), float(ce.detach())])
         if not math.isfinite(mean_loss):
@@ -284,6 +303,26 @@ class SinglePathStrategy(DifferentiableStrategy):
                            readout_latency=ctx.runtime.predict(readout), layers_changed_by_projection=changed)
         return SearchResult(self.name, ctx.space.name, arch, ctx.runtime.predict(arch), ctx.runtime.units,
                             acc, params, macs, ctx.run.path, details=details)
+
+
+def _threshold_schedule(kind: str, total: int, warm: int):
+    """The thresholds' rate factor at step ``s`` of ``total`` (``warm`` of them in the warm-up)."""
+    if kind == "constant":
+        return lambda s: 1.0
+    start = 0 if kind == "cosine" else warm  # settle: full rate until the runtime term starts
+    span = max(total - start, 1)
+    return lambda s: 1.0 if s < start else 0.5 * (1 + math.cos(math.pi * min(s - start, span) / span))
+
+
+def target_penalty(r: torch.Tensor, t_star: float, scale: float) -> torch.Tensor:
+    """``(log(R / T*) / scale)^2``: the runtime term of target mode.
+
+    Two-sided, as TuNAS's absolute-value reward (Bender et al. 2020): above T* it pushes towards
+    smaller ops, below it pulls back towards larger ones, so the search approaches T* from either
+    side instead of overshooting it. Squared, so the push fades near T* and the thresholds settle
+    where cross-entropy balances it (a few per cent above T*) rather than dithering around it.
+    """
+    return (torch.log(r / t_star) / scale) ** 2
 
 
 def _bn_loader(ctx: SearchContext, opts: SinglePathOptions) -> DataLoader:

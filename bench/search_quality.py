@@ -149,6 +149,7 @@ def run_device(args, device_name: str, data_arg: str, out: Path) -> dict:
                      "aggregate": result["aggregate"], "results": result["results"],
                      "single_path_readout": readout_stats(cmp_dir, args.seeds)})
         print(f"{device_name} {spec}: done in {rows[-1]['seconds']} s", flush=True)
+        write_results(args, [{"device": device_name, "targets": rows, "partial": True}])  # survives a stop
     return {"device": device_name, "table": table.header.__dict__ if hasattr(table.header, "__dict__") else None,
             "targets": rows}
 
@@ -213,6 +214,12 @@ def plot(results: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def write_results(args, results: list[dict]) -> None:
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps({"config": config, "results": results}, indent=1, default=str) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=FASHION_MNIST, help="folder of the Fashion-MNIST IDX files")
@@ -222,12 +229,12 @@ def main() -> None:
     ap.add_argument("--devices", default="flops,tflite")
     ap.add_argument("--targets", default="30%,65%")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--strategies", default="single-path,random,evolution,rl,random-arch")
+    ap.add_argument("--strategies", default="single-path,random,evolution,random-arch")
     ap.add_argument("--supernet-epochs", type=int, default=4)
     ap.add_argument("--evaluations", type=int, default=30)
-    ap.add_argument("--random-archs", type=int, default=3)
-    ap.add_argument("--train-epochs", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--random-archs", type=int, default=2)
+    ap.add_argument("--train-epochs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (run the two devices side by side)")
     ap.add_argument("--no-measure", dest="measure", action="store_false", help="do not time whole networks")
     ap.add_argument("--report-test", action="store_true", help="also report top-1 on t10k (never for tuning)")
     ap.add_argument("--out", type=Path, default=Path("runs/search-quality"))
@@ -244,9 +251,7 @@ def main() -> None:
     for dev in results:
         for t in dev["targets"]:
             t["verdict"] = verdict(t)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps({"config": config, "results": results}, indent=1, default=str) + "\n")
+    write_results(args, results)
     plot(results, HERE.parent / "docs" / "img" / f"{args.results.stem}.png")
     print(markdown(results))
     for dev in results:

@@ -56,10 +56,13 @@ class SinglePathOptions:
     weight_decay: float = option(1e-5, "weight decay of the weights")
     threshold_weight_decay: float = option(0.0, "weight decay of the thresholds (authors: 1e-5)")
     label_smoothing: float = option(0.0, "label smoothing (authors: 0.1)")
-    lambda_: float = option(0.02, "runtime-loss weight lambda")
+    lambda_: float = option(0.001, "runtime-loss weight lambda (the paper's 0.02 removes every optional layer on "
+                            "small data sets; see docs/quality.md)")
     lambda_scale: float = option(1e3, "multiplies lambda, as the authors' 1e3")
+    target_weight: float = option(20.0, "target mode: the weight of the target penalty, in place of lambda * "
+                                  "lambda_scale (default: the authors' 0.02 * 1e3)")
     target_scale: float = option(0.5, "target mode: the log-distance |log(R / T*)| at which the squared target "
-                                 "penalty weighs lambda * lambda_scale (smaller: held closer to T*)")
+                                 "penalty weighs --target-weight (smaller: held closer to T*)")
     keep_prob: float = option(0.9, "indicator keep probability in the warm-up (authors 0.6; too strong for "
                               "~20 steps an epoch)")
     warmup_epochs: int | None = option(None, "epochs of indicator dropout, runtime term off; fewer than --epochs "
@@ -84,7 +87,7 @@ class SinglePathOptions:
         check_options("single-path", [("epochs", self.epochs >= 1, ">= 1"), ("batch_size", self.batch_size >= 1, ">= 1"),
                   ("lr", self.lr > 0, "> 0"), ("keep_prob", 0 < self.keep_prob <= 1, "in (0, 1]"),
                   ("lambda_scale", self.lambda_scale > 0, "> 0"), ("lambda_", self.lambda_ >= 0, ">= 0"),
-                  ("target_scale", self.target_scale > 0, "> 0"),
+                  ("target_scale", self.target_scale > 0, "> 0"), ("target_weight", self.target_weight > 0, "> 0"),
                   ("target", self.target is None or self.target > 0, "> 0"),
                   ("warmup_epochs", self.warmup_epochs is None or self.warmup_epochs >= 0, ">= 0"),
                   ("bn_batches", self.bn_batches >= 1, ">= 1")], self)
@@ -248,7 +251,7 @@ class SinglePathStrategy(DifferentiableStrategy):
             if t_star is None:  # Eq. 9
                 loss = ce + opts.lambda_ * opts.lambda_scale * torch.log(r)
             else:  # target mode: a squared log-distance to T*, both sides (docs/quality.md)
-                loss = ce + opts.lambda_ * opts.lambda_scale * target_penalty(r, t_star, opts.target_scale)
+                loss = ce + opts.target_weight * target_penalty(r, t_star, opts.target_scale)
         # the whole batch's loss (each rank holds its own part's): every rank stops together
         mean_loss, mean_ce = ctx.dist.mean([float(loss.detach()), float(ce.detach())])
         if not math.isfinite(mean_loss):
@@ -258,7 +261,7 @@ class SinglePathStrategy(DifferentiableStrategy):
         loss.backward()
         optimizer.step()
         ind = [[int(v) for v in torch.cat(d).tolist()] for d in decisions] if not warm else None
-        weight = 0.0 if warm else opts.lambda_ * opts.lambda_scale
+        weight = 0.0 if warm else opts.lambda_ * opts.lambda_scale if t_star is None else opts.target_weight
         return {"step": state["step"] + 1, "ce": mean_ce, "R": float(r.detach()), "lambda": weight,
                 "lr": optimizer.param_groups[0]["lr"], "warmup": warm, "indicators": ind}
 

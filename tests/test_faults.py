@@ -21,12 +21,15 @@ import pytest
 import yaml
 
 from spnas.cli import main
+from spnas.graph import SpaceGraph
 from spnas.runs import load_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SPNAS_DISABLE_PLUGIN_AUTOLOAD": "1"}
 BASE = ["--space", "tiny", "--device", "flops", "--quiet", "--batch-size", "128", "--seed", "5"]
 CASES = {
-    "single-path": ["search", "--strategy", "single-path", "--epochs", "4"],
+    # a target in the middle of the range: the result is neither the cheapest nor the dearest
+    # network, so the resumed run must reproduce real threshold dynamics, not a collapse
+    "single-path": ["search", "--strategy", "single-path", "--epochs", "4", "--target", "70%"],
     "random": ["search", "--strategy", "random", "--epochs", "2", "--bn-batches", "2", "--evaluations", "12"],
     "evolution": ["search", "--strategy", "evolution", "--epochs", "2", "--bn-batches", "2", "--population", "4",
                   "--mutations", "2", "--crossovers", "2", "--generations", "3"],
@@ -75,6 +78,13 @@ def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path, case):
     assert _final(killed) == _final(full)
     if case == "train":
         a, b = (load_checkpoint(d / "model.pt")["model"] for d in (full, killed))
+        assert all(a[k].equal(b[k]) for k in a)
+    if case == "single-path":
+        space = SpaceGraph.load("tiny")
+        assert _final(full) not in (str(space.smallest()), str(space.largest()))
+        # weights, BatchNorm statistics and thresholds (t_kernel, t_expansion) bitwise equal
+        a, b = (load_checkpoint(d / "supernet.pt")["model"] for d in (full, killed))
+        assert a.keys() == b.keys() and any("t_expansion" in k for k in a)
         assert all(a[k].equal(b[k]) for k in a)
 
 

@@ -90,3 +90,25 @@ def test_lambda_trades_cost_for_accuracy(tmp_path):
     _, low = _search(tmp_path, "low", "--lambda", "0")
     _, high = _search(tmp_path, "high", "--lambda", "0.05")
     assert high["predicted_latency"] < low["predicted_latency"]
+
+
+def test_target_mode_read_out_itself_lands_near_the_target(tmp_path):
+    """The search's own hard read-out, before the knapsack projection, within [0.9 T, T] and the
+    projection changing at most 2 layers (docs/quality.md). A case measured to work: tiny, 70 %
+    of its flops range, 2 of 4 epochs of warm-up (seed 0)."""
+    torch.set_num_threads(1)
+    _, result = _search(tmp_path, "t70", "--target", "70%", "--epochs", "4", "--batch-size", "64",
+                        "--warmup-epochs", "2")
+    space = SpaceGraph.load("tiny")
+    from spnas.devices.flops import FlopsDevice
+    from spnas.runtime import RuntimeModel
+
+    runtime = RuntimeModel(space, FlopsDevice().latency_table(space))
+    lo, hi = runtime.bounds()
+    target = lo + 0.7 * (hi - lo)
+    assert result["target"] == pytest.approx(target, rel=1e-12)
+    readout = runtime.predict(space.parse(result["readout_arch"]))
+    assert readout == pytest.approx(result["readout_latency"], rel=1e-12)
+    assert 0.9 * target <= readout <= target
+    assert result["layers_changed_by_projection"] <= 2
+    assert 0.95 * target <= result["predicted_latency"] <= target

@@ -332,11 +332,16 @@ def build_single_path(run: RunFiles, report: Report) -> None:
     if target is not None:
         spec = f" (--target {r['target_spec']})" if str(r.get("target_spec", "")).endswith("%") else ""
         report.fact("target", f"T = {target:g} {run.units}{spec}, window [{(1 - WINDOW) * target:g}, {target:g}]")
-        report.fact("read-out before projection", f"{r.get('readout_arch')} ({r.get('readout_latency')} {run.units})"
-                    if r.get("readout_arch") else None)
+        readout = _num(r.get("readout_latency"))
+        report.fact("read-out before projection", f"{r.get('readout_arch')} ({readout:g} {run.units}, "
+                    f"{readout / target:.3f} T)" if r.get("readout_arch") and readout is not None else None)
         report.fact("layers changed by projection", r.get("layers_changed_by_projection"))
     lam, scale = _num(r.get("lambda", opts.get("lambda_"))), _num(r.get("lambda_scale", opts.get("lambda_scale")))
-    if lam is not None:
+    weight = _num(r.get("target_weight", opts.get("target_weight")))
+    if target is not None and weight is not None:  # target mode: lambda is not used
+        width = _num(r.get("target_scale", opts.get("target_scale")))
+        report.fact("target penalty", f"{weight:g} x (log(R / T*) / {width:g})^2, T* = {1 - WINDOW:g} T")
+    elif lam is not None:
         report.fact("lambda", f"{lam:g}" + (f" x {scale:g}" if scale is not None else ""))
     epochs = [x for x in run.records if "epoch" in x and "phase" not in x]
     steps = [x for x in run.records if "ce" in x and "epoch" not in x]

@@ -46,7 +46,7 @@ class SinglePathOptions:
     batch_size: int = option(64, "batch size")
     optimizer: str = option("adam", "optimizer of weights and thresholds", choices=OPTIMIZERS)
     lr: float = option(1e-2, "learning rate of the weights")
-    threshold_lr: float | None = option(0.05, "learning rate of the thresholds (default 0.05; authors: the weights' rate)")
+    threshold_lr: float | None = option(0.05, "learning rate of the thresholds (authors: the weights' rate)")
     threshold_units: str = option("relative", "thresholds in units of each subset's initial norm, or absolute (the "
                                   "paper); see docs/superkernel.md", choices=("relative", "absolute"))
     threshold_schedule: str = option("settle", "the thresholds' rate: settle (constant through the warm-up, then "
@@ -60,7 +60,7 @@ class SinglePathOptions:
                             "small data sets; see docs/quality.md)")
     lambda_scale: float = option(1e3, "multiplies lambda, as the authors' 1e3")
     target_weight: float = option(20.0, "target mode: the weight of the target penalty, in place of lambda * "
-                                  "lambda_scale (default: the authors' 0.02 * 1e3)")
+                                  "lambda_scale (20: the authors' 0.02 x 1e3)")
     target_scale: float = option(0.5, "target mode: the log-distance |log(R / T*)| at which the squared target "
                                  "penalty weighs --target-weight (smaller: held closer to T*)")
     keep_prob: float = option(0.9, "indicator keep probability in the warm-up (authors 0.6; too strong for "
@@ -302,7 +302,8 @@ class SinglePathStrategy(DifferentiableStrategy):
         details: dict[str, Any] = {"epochs": opts.epochs, "seed": ctx.seed, "supernet": str(supernet),
                                    "lambda": opts.lambda_, "lambda_scale": opts.lambda_scale}
         if opts.target is not None:
-            details.update(target=opts.target, readout_arch=str(readout),
+            details.update(target=opts.target, target_weight=opts.target_weight, target_scale=opts.target_scale,
+                           readout_arch=str(readout),
                            readout_latency=ctx.runtime.predict(readout), layers_changed_by_projection=changed)
         return SearchResult(self.name, ctx.space.name, arch, ctx.runtime.predict(arch), ctx.runtime.units,
                             acc, params, macs, ctx.run.path, details=details)

@@ -97,8 +97,8 @@ def test_target_mode_read_out_itself_lands_near_the_target(tmp_path):
     projection changing at most 2 layers (docs/quality.md). A case measured to work: tiny, 70 %
     of its flops range, 2 of 4 epochs of warm-up (seed 0)."""
     torch.set_num_threads(1)
-    _, result = _search(tmp_path, "t70", "--target", "70%", "--epochs", "4", "--batch-size", "64",
-                        "--warmup-epochs", "2")
+    out, result = _search(tmp_path, "t70", "--target", "70%", "--epochs", "4", "--batch-size", "64",
+                          "--warmup-epochs", "2")
     space = SpaceGraph.load("tiny")
     from spnas.devices.flops import FlopsDevice
     from spnas.runtime import RuntimeModel
@@ -112,3 +112,5 @@ def test_target_mode_read_out_itself_lands_near_the_target(tmp_path):
     assert 0.9 * target <= readout <= target
     assert result["layers_changed_by_projection"] <= 2
     assert 0.95 * target <= result["predicted_latency"] <= target
+    report = (out / "report.md").read_text()  # the report shows the read-out too, and the penalty used
+    assert f"{readout / target:.3f} T)" in report and "target penalty | 20 x (log(R / T*) / 0.5)^2" in report

@@ -91,7 +91,7 @@ def add_train_parsers(sub) -> None:
                                    "for the sampling strategies (single-path trains its own for the same epochs), "
                                    "equal budgets and --target, then every found architecture trained from scratch "
                                    "with the same recipe. Writes report.md, compare.yaml and plots/compare.png.")
-    c.add_argument("--strategies", default="single-path,random,evolution,rl",
+    c.add_argument("--strategies", default="single-path,random,evolution,rl,random-arch",
                    help="comma-separated registered strategies, and random-arch: --random-archs architectures "
                         "drawn uniformly at random in the same window, trained from scratch, no supernet "
                         "(default: %(default)s)")

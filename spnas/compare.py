@@ -55,7 +55,7 @@ from spnas.train import TrainRecipe
 class CompareOptions:
     """What ``spnas compare`` runs; refuses a bad value with a one-line error naming its flag."""
 
-    strategies: tuple[str, ...] = ("single-path", "random", "evolution", "rl")
+    strategies: tuple[str, ...] = ("single-path", "random", "evolution", "rl", "random-arch")
     target: float | str | None = None
     #: the target as given (recorded); ``target`` may be 'P%' of the space's range on the device
     #: (``lo + P/100 (hi - lo)``), which :class:`Comparison` resolves to device units

@@ -40,17 +40,11 @@ def bench():
 
 def _layer(seed: int = 0) -> SuperMBConv:
     """A {3, 5} x {3, 6} superkernel with non-trivial BatchNorm statistics and affine parameters."""
+    from test_superkernel import _perturb_bn
+
     torch.manual_seed(seed)
     sk = SuperMBConv(8, 8, 1, (3, 5), (3, 6), skip=True)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in sk.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.5)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=gen) * 0.5)
+    _perturb_bn(sk, seed)
     return sk
 
 

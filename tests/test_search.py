@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -114,3 +115,21 @@ def test_target_mode_read_out_itself_lands_near_the_target(tmp_path):
     assert 0.95 * target <= result["predicted_latency"] <= target
     report = (out / "report.md").read_text()  # the report shows the read-out too, and the penalty used
     assert f"{readout / target:.3f} T)" in report and "target penalty | 20 x (log(R / T*) / 0.5)^2" in report
+
+
+def test_threshold_schedules_and_the_target_penalty_by_hand():
+    from spnas.strategies.single_path import _threshold_schedule, target_penalty
+
+    settle = _threshold_schedule("settle", total=100, warm=60)  # 60 warm-up steps, then 40 of cosine
+    assert [settle(s) for s in (0, 59, 60, 80, 100)] == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.0], abs=1e-12)
+    cosine = _threshold_schedule("cosine", total=100, warm=60)  # the authors': over the whole run
+    assert [cosine(s) for s in (0, 50, 100)] == pytest.approx([1.0, 0.5, 0.0], abs=1e-12)
+    assert _threshold_schedule("constant", 100, 60)(99) == 1.0
+    # (log(R / T*) / s)^2: zero at T*, 1 at R = T* e^s, and its gradient pushes R towards T* from both sides
+    t_star, scale = 2.0, 0.5
+    assert float(target_penalty(torch.tensor(2.0), t_star, scale)) == 0.0
+    assert float(target_penalty(torch.tensor(2.0 * math.exp(0.5)), t_star, scale)) == pytest.approx(1.0)
+    for r, sign in ((3.0, 1.0), (1.5, -1.0)):
+        x = torch.tensor(r, requires_grad=True)
+        target_penalty(x, t_star, scale).backward()
+        assert float(x.grad) * sign > 0  # above T*: smaller R lowers the loss; below: larger R does

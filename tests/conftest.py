@@ -1,4 +1,4 @@
-"""Shared test set-up: built-in plugins only, the shared data folder, an importable checkout."""
+"""Shared test set-up: built-in plugins only, the shipped Pixel 1 table, an importable checkout."""
 
 from __future__ import annotations
 
@@ -26,19 +26,12 @@ except ImportError:  # a plain checkout, not installed
     sys.path.insert(0, str(ROOT))
 
 
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """``../shared`` next to the checkout: data kept out of the source tree (see its SOURCE.md files)."""
-    path = ROOT.parent / "shared"
-    if not path.is_dir():
-        pytest.skip(f"{path} not found")
-    return path
+#: the authors' Pixel 1 table, shipped as package data of spnas.devices
+PIXEL1_TABLE = ROOT / "devices" / "data" / "pixel1_runtime_model.json"
 
 
 @pytest.fixture(scope="session")
-def pixel1_json(shared_dir: Path) -> Path:
-    """The Single-Path NAS authors' Pixel 1 runtime model (skips when it is not there)."""
-    path = shared_dir / "data" / "pixel1" / "pixel1_runtime_model.json"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
+def pixel1_json() -> Path:
+    """The Single-Path NAS authors' Pixel 1 runtime model, shipped with the pixel1 device
+    (devices/data/NOTICE.md: source and licence)."""
+    return PIXEL1_TABLE

@@ -17,7 +17,7 @@ from spnas.graph import SpaceGraph
 from spnas.runtime import RuntimeModel
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-SHARED_TABLE = Path(__file__).resolve().parents[1].parent / "shared/data/pixel1/pixel1_runtime_model.json"
+SHARED_TABLE = Path(__file__).resolve().parents[1] / "devices" / "data" / "pixel1_runtime_model.json"  # shipped
 DERIVED = ("k3e3 k3e3 k3e3 skip | k5e6 k3e3 k3e3 k3e3 | k5e6 k3e3 k3e3 k3e3 | "
            "k5e6 k5e3 k5e3 k5e3 | k5e6 k5e6 k5e6 k5e6")  # the paper's network, SOURCE.md
 AUTHORS_KEY = {op: key for key, op in pixel1.AUTHORS_OPS.items()}

@@ -166,8 +166,7 @@ class SamplingStrategy(Strategy):
     @classmethod
     def budget_options(cls, evaluations: int) -> dict[str, Any]:
         """Options that let this strategy act as itself within ``evaluations`` candidates, for a
-        caller that fixes the budget (``spnas compare``). Options the caller names win over these.
-        None by default; evolution shrinks its population so that it gets at least 3 generations."""
+        caller that fixes the budget (``spnas compare``). None by default; evolution shrinks its population so that it gets at least 3 generations."""
         return {}
 
     def setup(self, space: SpaceGraph, runtime: RuntimeModel, constraint: Constraint, seed: int) -> None:

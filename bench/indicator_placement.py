@@ -54,8 +54,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spnas.arch import Op
-from spnas.superkernel import SuperMBConv, _act_fn, _bn
+from spnas.space.arch import Op
+from spnas.supernet.superkernel import SuperMBConv, _act_fn, _bn
 
 AUTHORS_BN_EPS = 1e-3  # the authors' supernet: GlobalParams(batch_norm_epsilon=1e-3)
 LAMBDA_TIMES_SCALE = 20.0  # --lambda 0.02 x --lambda-scale 1e3 (authors: runtime_lambda_val 0.020 x 1e3)
@@ -218,8 +218,8 @@ def measure(net: ToyNet, x: Tensor, y: Tensor, batches: list[Tensor]) -> tuple[l
 def runtime_gradients(layers: int) -> dict:
     """d(20 log R)/d(g_0, h_1, h_0) of spnas-cifar (flops) at blocks.2.1.. in each state, others k5e6."""
     from spnas.devices.flops import FlopsDevice
-    from spnas.graph import SpaceGraph
-    from spnas.runtime import RuntimeModel
+    from spnas.space.graph import SpaceGraph
+    from spnas.latency.runtime import RuntimeModel
 
     space = SpaceGraph.load("spnas-cifar")
     model = RuntimeModel(space, FlopsDevice().latency_table(space))
@@ -316,7 +316,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "indicator_placement.json")
     args = parser.parse_args()
 
-    from spnas.data import load_data
+    from spnas.data.datasets import load_data
 
     t0, c0 = time.perf_counter(), time.process_time()
     torch.set_num_threads(1)

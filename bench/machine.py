@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cpu_model() -> str:
-    from spnas.profiling import processor
+    from spnas.latency.profiling import processor
 
     return processor()
 

@@ -1,6 +1,6 @@
 """A straightforward multi-path supernet (DARTS-style), as a baseline for the benchmarks.
 
-Every searchable layer computes every candidate op, each its own :class:`~spnas.superkernel.MBConv`
+Every searchable layer computes every candidate op, each its own :class:`~spnas.supernet.superkernel.MBConv`
 (plus the identity where the layer may be skipped), and sums them with ``softmax(alpha)``
 weights (Liu et al. 2019, DARTS, Eq. 2). This is the cost that Single-Path NAS avoids (Stamoulis
 et al. 2019, Sec. 1): memory and time grow with the number of candidates per layer. It is only
@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spnas.builder import ChildNet
-from spnas.graph import LayerNode, SpaceGraph
-from spnas.superkernel import MBConv
+from spnas.supernet.builder import ChildNet
+from spnas.space.graph import LayerNode, SpaceGraph
+from spnas.supernet.superkernel import MBConv
 
 
 class MultiPathMBConv(nn.Module):

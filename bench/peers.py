@@ -13,7 +13,7 @@ train mode) of:
   the strategies ``DARTS``, ``Proxyless`` and ``RandomOneShot`` (``strategy.mutate_model``,
   which puts ``DifferentiableMixedLayer``, ``ProxylessMixedLayer`` and ``PathSamplingLayer`` in
   place of the choices). The candidates are the spnas ops themselves (one
-  :class:`~spnas.superkernel.MBConv` per kernel x expansion, ``nn.Identity`` for the skip-op
+  :class:`~spnas.supernet.superkernel.MBConv` per kernel x expansion, ``nn.Identity`` for the skip-op
   where the layer may be skipped); the fixed layers are those of the all-k5e6 network.
 
 The NNI steps do what NNI's Lightning modules do per training batch, without NNI's experiment
@@ -52,9 +52,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spnas.builder import ChildNet
-from spnas.graph import LayerNode, SpaceGraph
-from spnas.superkernel import MBConv
+from spnas.supernet.builder import ChildNet
+from spnas.space.graph import LayerNode, SpaceGraph
+from spnas.supernet.superkernel import MBConv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import supernet_step  # noqa: E402  (bench/ is not a package)

@@ -29,9 +29,9 @@ def main() -> None:
     options = {k: int(v) for k, _, v in (o.partition("=") for o in args.option)}
     os.environ["SPNAS_CACHE_DIR"] = tempfile.mkdtemp(prefix="spnas-bench-")  # never a cached table
     start = time.perf_counter()
-    from spnas.graph import SpaceGraph
-    from spnas.profiling import table_entries
-    from spnas.registry import get_registry
+    from spnas.space.graph import SpaceGraph
+    from spnas.latency.profiling import table_entries
+    from spnas.core.registry import get_registry
 
     space = SpaceGraph.load(args.space)
     device = get_registry().get("device", args.device)(cache=False, **options)

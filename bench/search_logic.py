@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from spnas.device import resolve_table
-from spnas.graph import SpaceGraph
-from spnas.registry import get_registry
-from spnas.runtime import RuntimeModel
-from spnas.sampling import Constraint, Driver
+from spnas.latency.device import resolve_table
+from spnas.space.graph import SpaceGraph
+from spnas.core.registry import get_registry
+from spnas.latency.runtime import RuntimeModel
+from spnas.search.sampling import Constraint, Driver
 from spnas.testing import synthetic_objective
 
 CASES = [("random", {"evaluations": 300}), ("evolution", {"evaluations": 300}), ("evolution", {}), ("rl", {})]

@@ -28,13 +28,13 @@ def main(argv: list[str]) -> None:
     warnings.filterwarnings("ignore")
     import torch
 
-    from spnas.data import load_data
-    from spnas.device import resolve_table
-    from spnas.graph import SpaceGraph
-    from spnas.registry import get_registry
-    from spnas.runs import RunDir
-    from spnas.runtime import RuntimeModel
-    from spnas.strategy import SearchContext
+    from spnas.data.datasets import load_data
+    from spnas.latency.device import resolve_table
+    from spnas.space.graph import SpaceGraph
+    from spnas.core.registry import get_registry
+    from spnas.core.runs import RunDir
+    from spnas.latency.runtime import RuntimeModel
+    from spnas.search.strategy import SearchContext
 
     kw = dict(a.split("=", 1) for a in argv)
     data_arg, dev, space_name = kw.pop("data", "digits"), kw.pop("dev", "flops"), kw.pop("space", "spnas-cifar")

@@ -91,7 +91,7 @@ def share_supernets(first: Path, other: Path, seeds) -> None:
 
 def readout_stats(cmp_dir: Path, seeds) -> list[dict]:
     """Single-path's raw read-out against the target, per seed (result.yaml of its search stage)."""
-    from spnas.runs import read_yaml
+    from spnas.core.runs import read_yaml
 
     out = []
     for seed in seeds:
@@ -107,15 +107,15 @@ def readout_stats(cmp_dir: Path, seeds) -> list[dict]:
 def run_device(args, device_name: str, data_arg: str, out: Path) -> dict:
     import torch
 
-    from spnas.compare import CompareOptions, Comparison
-    from spnas.data import load_data
-    from spnas.device import resolve_table
-    from spnas.graph import SpaceGraph
-    from spnas.latency import LatencyTable
-    from spnas.registry import get_registry
-    from spnas.runtime import RuntimeModel
-    from spnas.target import resolve_target
-    from spnas.train import TrainRecipe
+    from spnas.pipeline.compare import CompareOptions, Comparison
+    from spnas.data.datasets import load_data
+    from spnas.latency.device import resolve_table
+    from spnas.space.graph import SpaceGraph
+    from spnas.latency.table import LatencyTable
+    from spnas.core.registry import get_registry
+    from spnas.latency.runtime import RuntimeModel
+    from spnas.search.target import resolve_target
+    from spnas.training.train import TrainRecipe
 
     torch.set_num_threads(args.threads)
     space = SpaceGraph.load(args.space)

@@ -49,8 +49,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spnas.builder import ChildNet, Supernet
-from spnas.graph import SpaceGraph
+from spnas.supernet.builder import ChildNet, Supernet
+from spnas.space.graph import SpaceGraph
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import load_snapshot, machine_info  # noqa: E402  (bench/ is not a package)

@@ -13,7 +13,7 @@ Nothing is subtracted: each entry contains one inference's fixed overhead, as th
 
 The models are built by an injectable ``make_tflite(space, layer, op) -> bytes`` (and
 ``make_network_tflite(space, arch) -> bytes`` for :meth:`AndroidDevice.measure_network`); the
-defaults build Keras models (:mod:`spnas.keras_model`) and convert them, importing TensorFlow on
+defaults build Keras models (:mod:`spnas.export.keras_model`) and convert them, importing TensorFlow on
 first use. The adb side needs no TensorFlow and is tested with a stand-in ``adb``
 (``tests/data/android/fake_adb.py``) that replays recorded output.
 
@@ -41,13 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from spnas.arch import Architecture, Op
-from spnas.device import Device
-from spnas.errors import SpnasError, describe
-from spnas.graph import LayerNode, SpaceGraph
-from spnas.hookspecs import hookimpl
-from spnas.latency import LatencyTable, TableHeader
-from spnas.profiling import table_entries  # noqa: F401 (shared; tests import it from here too)
+from spnas.space.arch import Architecture, Op
+from spnas.latency.device import Device
+from spnas.core.errors import SpnasError, describe
+from spnas.space.graph import LayerNode, SpaceGraph
+from spnas.core.hookspecs import hookimpl
+from spnas.latency.table import LatencyTable, TableHeader
+from spnas.latency.profiling import table_entries  # noqa: F401 (shared; tests import it from here too)
 
 MakeTflite = Callable[[SpaceGraph, LayerNode, "Op | None"], bytes]
 MakeNetworkTflite = Callable[[SpaceGraph, Architecture], bytes]
@@ -68,7 +68,7 @@ class UnparseableOutput(SpnasError):
 class Measurement:
     """One model timed by ``benchmark_model``; times in milliseconds.
 
-    Its ``median``, ``mean``, ``std`` and ``runs`` read as :class:`spnas.profiling.Timing`'s, so
+    Its ``median``, ``mean``, ``std`` and ``runs`` read as :class:`spnas.latency.profiling.Timing`'s, so
     that code written for the measured devices (``spnas latency --measure``, validation) takes it.
 
     Attributes:
@@ -258,22 +258,22 @@ def _safe_name(name: str) -> str:
 
 def default_make_tflite(space: SpaceGraph, layer: LayerNode, op: Op | None) -> bytes:
     """The isolated layer as a float32 ``.tflite`` (Keras model, then TFLite's converter)."""
-    from spnas.keras_model import layer_model
+    from spnas.export.keras_model import layer_model
 
     return _keras_to_tflite()(layer_model(space, layer, op))
 
 
 def default_make_network_tflite(space: SpaceGraph, arch: Architecture) -> bytes:
     """The child network of ``arch`` as a float32 ``.tflite``."""
-    from spnas.keras_model import child_model
+    from spnas.export.keras_model import child_model
 
     return _keras_to_tflite()(child_model(space, arch))
 
 
 def _keras_to_tflite() -> Callable[[Any], bytes]:
     try:
-        from spnas.export import keras_to_tflite
-    except ImportError:  # spnas.export not there: the tflite device's converter is the same one
+        from spnas.export.exporter import keras_to_tflite
+    except ImportError:  # spnas.export.exporter not there: the tflite device's converter is the same one
         from spnas.devices.tflite import keras_to_tflite
     return keras_to_tflite
 

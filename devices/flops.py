@@ -1,17 +1,17 @@
 """Device ``flops``: an analytic proxy, each layer's multiply-accumulates in millions.
 
 No hardware involved: the cost of a (signature, op) entry is the MACs that
-:func:`spnas.graph.mbconv_cost` counts for that layer and op (BatchNorm and activations are
+:func:`spnas.space.graph.mbconv_cost` counts for that layer and op (BatchNorm and activations are
 free), so R of an architecture is its MACs in millions. Every fixed layer has its own entry.
 """
 
 from __future__ import annotations
 
-from spnas import __version__
-from spnas.device import Device
-from spnas.graph import SpaceGraph
-from spnas.hookspecs import hookimpl
-from spnas.latency import LatencyTable, TableHeader
+from spnas._version import __version__
+from spnas.latency.device import Device
+from spnas.space.graph import SpaceGraph
+from spnas.core.hookspecs import hookimpl
+from spnas.latency.table import LatencyTable, TableHeader
 
 
 class FlopsDevice(Device):
@@ -32,7 +32,7 @@ class FlopsDevice(Device):
                     row[str(op)] = macs / 1e6
         header = TableHeader(
             device=self.name, units=self.units, runtime="analytic", runtime_version=f"spnas {__version__}",
-            source="MACs per layer and op from spnas.graph.mbconv_cost",
+            source="MACs per layer and op from spnas.space.graph.mbconv_cost",
         )
         return LatencyTable(header, entries, fixed_cost=None, origin=f"device {self.name}")
 

@@ -1,10 +1,10 @@
 """Device ``onnxruntime``: latency measured on this machine with ONNX Runtime (CPU).
 
-The same contract as ``tflite`` (:class:`spnas.profiling.MeasuredDevice`): each layer choice is
-the PyTorch module spnas builds for it (:mod:`spnas.builder`), alone, exported with
+The same contract as ``tflite`` (:class:`spnas.latency.profiling.MeasuredDevice`): each layer choice is
+the PyTorch module spnas builds for it (:mod:`spnas.supernet.builder`), alone, exported with
 ``torch.onnx.export`` and timed in an ``onnxruntime.InferenceSession`` with all graph
 optimisations (BatchNorm folded into the convolutions) and ``threads`` intra-op threads (1 by
-default); a whole network is its :class:`~spnas.builder.ChildNet`. The export uses the
+default); a whole network is its :class:`~spnas.supernet.builder.ChildNet`. The export uses the
 TorchScript-based exporter (``dynamo=False``): it needs no extra package and works offline; torch
 warns that it is deprecated, and those warnings are silenced here.
 """
@@ -17,11 +17,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from spnas.arch import Architecture, Op
-from spnas.errors import SpnasError
-from spnas.graph import LayerNode, SpaceGraph
-from spnas.hookspecs import hookimpl
-from spnas.profiling import MeasuredDevice
+from spnas.space.arch import Architecture, Op
+from spnas.core.errors import SpnasError
+from spnas.space.graph import LayerNode, SpaceGraph
+from spnas.core.hookspecs import hookimpl
+from spnas.latency.profiling import MeasuredDevice
 
 OPSET = 17
 
@@ -47,8 +47,8 @@ def torch_to_onnx(module: torch.nn.Module, example: torch.Tensor) -> bytes:
 
 def layer_module(space: SpaceGraph, layer: LayerNode, op: Op | None) -> torch.nn.Module:
     """The PyTorch module spnas builds for ``layer`` with ``op`` (its only op when fixed)."""
-    from spnas.builder import _fixed_module, _init_weights
-    from spnas.superkernel import MBConv
+    from spnas.supernet.builder import _fixed_module, _init_weights
+    from spnas.supernet.superkernel import MBConv
 
     if layer.searchable:
         module = MBConv(layer.in_chs, layer.out_chs, layer.stride, op, space.spec.activation)
@@ -74,7 +74,7 @@ class OnnxRuntimeDevice(MeasuredDevice):
         return torch_to_onnx(layer_module(space, layer, op), x)
 
     def network_bytes(self, space: SpaceGraph, arch: Architecture) -> bytes:
-        from spnas.builder import ChildNet
+        from spnas.supernet.builder import ChildNet
 
         spec = space.spec
         return torch_to_onnx(ChildNet(space, arch), torch.randn(1, spec.in_chs, spec.resolution, spec.resolution))

@@ -22,11 +22,11 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any, Mapping
 
-from spnas.device import Device, is_spnas_table, user_data_dir
-from spnas.errors import SpnasError, describe
-from spnas.graph import SpaceGraph
-from spnas.hookspecs import hookimpl
-from spnas.latency import OCCURRENCE_SEP, LatencyTable, LatencyTableError, TableHeader, read_json
+from spnas.latency.device import Device, is_spnas_table, user_data_dir
+from spnas.core.errors import SpnasError, describe
+from spnas.space.graph import SpaceGraph
+from spnas.core.hookspecs import hookimpl
+from spnas.latency.table import OCCURRENCE_SEP, LatencyTable, LatencyTableError, TableHeader, read_json
 
 #: the authors' inner keys -> ops (their parsing scripts swap e3 and e6 for "1" and "2"; issue #8)
 AUTHORS_OPS = {"0": "k3e3", "1": "k3e6", "2": "k5e3", "3": "k5e6"}
@@ -148,7 +148,7 @@ class Pixel1Device(Device):
         return path, how
 
     def latency_table(self, space: SpaceGraph) -> LatencyTable:
-        """The table of ``spnas-imagenet``'s shapes; :func:`spnas.device.resolve_table` checks ``space``."""
+        """The table of ``spnas-imagenet``'s shapes; :func:`spnas.latency.device.resolve_table` checks ``space``."""
         return read_table(self.locate()[0])
 
     def describe(self) -> str:

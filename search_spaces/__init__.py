@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spnas.hookspecs import hookimpl
+from spnas.core.hookspecs import hookimpl
 
 HERE = Path(__file__).parent
 

@@ -1,5 +1,5 @@
 import sys
 
-from spnas.cli import main
+from spnas.cli.main import main
 
 sys.exit(main())

@@ -11,12 +11,15 @@ for a quick run; pytest then runs every check on it::
 
 Every run is on the ``tiny`` space, the ``flops`` device and the embedded ``digits`` data, so the
 whole contract takes seconds. :class:`StrategyContract` checks any strategy end to end through
-:meth:`~spnas.strategy.Strategy.search`: a valid architecture with consistent metrics, the
+:meth:`~spnas.search.strategy.Strategy.search`: a valid architecture with consistent metrics, the
 latency target (``target`` option: the result lies in [0.95 T, T]), determinism under a seed, and
 an interrupted run that resumes to the same result as an uninterrupted one.
-:class:`SamplingStrategyContract` adds ask/tell checks on the :class:`~spnas.sampling.Driver` with
+:class:`SamplingStrategyContract` adds ask/tell checks on the :class:`~spnas.search.sampling.Driver` with
 a synthetic objective: the evaluation budget, the hard constraint on every evaluated candidate,
 no candidate evaluated twice, and seeds that matter.
+
+pytest is imported by the checks that use it, not by this module, so ``import spnas.testing``
+works in any environment (a plugin's own runner, a notebook).
 """
 
 from __future__ import annotations
@@ -26,16 +29,16 @@ import random
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytest
 
-from spnas.arch import Architecture
-from spnas.data import DataSplit, load_data
-from spnas.errors import SpnasError
-from spnas.graph import SpaceGraph
-from spnas.registry import get_registry
-from spnas.runs import RunDir
-from spnas.runtime import RuntimeModel
-from spnas.strategy import SearchContext, SearchResult, Strategy
+from spnas.space.arch import Architecture
+from spnas.data.datasets import load_data
+from spnas.data.split import DataSplit
+from spnas.core.errors import SpnasError
+from spnas.space.graph import SpaceGraph
+from spnas.core.registry import get_registry
+from spnas.core.runs import RunDir
+from spnas.latency.runtime import RuntimeModel
+from spnas.search.strategy import SearchContext, SearchResult, Strategy
 
 SPACE = "tiny"
 
@@ -43,7 +46,7 @@ SPACE = "tiny"
 @functools.lru_cache(maxsize=None)
 def tiny_setup() -> tuple[SpaceGraph, RuntimeModel, DataSplit]:
     """The contract's space, runtime model (flops) and data (digits at 16x16)."""
-    from spnas.device import resolve_table
+    from spnas.latency.device import resolve_table
 
     space = SpaceGraph.load(SPACE)
     data = load_data("digits", space.spec.resolution, space.spec.in_chs, seed=0, val_fraction=0.2)
@@ -106,6 +109,8 @@ class StrategyContract:
             run.close()
 
     def test_registered_with_typed_options(self):
+        import pytest
+
         cls = get_registry().get("strategy", self.strategy)
         assert issubclass(cls, Strategy) and cls.name == self.strategy
         cls.from_options(dict(self.options))
@@ -113,6 +118,8 @@ class StrategyContract:
             cls.from_options({"no_such_option": 1})
 
     def test_returns_a_valid_architecture(self, tmp_path):
+        import pytest
+
         space, runtime, _ = tiny_setup()
         result = self.search(tmp_path / "run")
         assert space.validate(result.arch) == result.arch
@@ -133,6 +140,8 @@ class StrategyContract:
         assert [dict(h) for h in a.history] == [dict(h) for h in b.history]
 
     def test_resumes_after_an_interruption(self, tmp_path):
+        import pytest
+
         straight = self.search(tmp_path / "straight", seed=1)
         with pytest.raises(KeyboardInterrupt):
             self.search(tmp_path / "cut", seed=1, run=InterruptingRun(tmp_path / "cut", self.interrupt_after))
@@ -153,10 +162,10 @@ class SamplingStrategyContract(StrategyContract):
         return cls.from_options({**self.fast, **self.options, **extra})
 
     def drive(self, seed: int = 0, evaluations: int = 30, **extra: Any):
-        from spnas.sampling import Constraint, Driver
+        from spnas.search.sampling import Constraint, Driver
 
         space = SpaceGraph.load("spnas-cifar")  # large enough that seeds and duplicates matter
-        from spnas.device import resolve_table
+        from spnas.latency.device import resolve_table
 
         runtime = RuntimeModel(space, resolve_table("flops", space))
         _, objective = synthetic_objective(space)
@@ -180,7 +189,7 @@ class SamplingStrategyContract(StrategyContract):
 
     def test_every_evaluated_candidate_meets_the_constraint(self):
         space = SpaceGraph.load("spnas-cifar")
-        from spnas.device import resolve_table
+        from spnas.latency.device import resolve_table
 
         runtime = RuntimeModel(space, resolve_table("flops", space))
         lo, hi = runtime.bounds()

@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from spnas.arch import Architecture
-from spnas.errors import SpnasError
-from spnas.hookspecs import hookimpl
-from spnas.sampling import INFEASIBLE, SamplingOptions, SamplingStrategy, Trial
-from spnas.strategy import check_options, option
+from spnas.space.arch import Architecture
+from spnas.core.errors import SpnasError
+from spnas.core.hookspecs import hookimpl
+from spnas.search.sampling import INFEASIBLE, SamplingOptions, SamplingStrategy, Trial
+from spnas.search.strategy import check_options, option
 
 
 @dataclass

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import torch
 
-from spnas.arch import Architecture
-from spnas.hookspecs import hookimpl
-from spnas.sampling import SamplingOptions, SamplingStrategy, Trial
-from spnas.strategy import check_options, option
+from spnas.space.arch import Architecture
+from spnas.core.hookspecs import hookimpl
+from spnas.search.sampling import SamplingOptions, SamplingStrategy, Trial
+from spnas.search.strategy import check_options, option
 
 
 @dataclass

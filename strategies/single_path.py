@@ -18,14 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from spnas.builder import Supernet, recalibrate_bn
-from spnas.distributed import SINGLE, Distributed, checksum, shard, sync_batchnorm, train_loader, wrap
-from spnas.errors import SpnasError
-from spnas.oneshot import SUPERNET_FILE, save_supernet
-from spnas.hookspecs import hookimpl
-from spnas.strategy import (DifferentiableStrategy, SearchContext, SearchResult, check_options, option, rng_state,
-                            seed_everything, set_rng_state)
-from spnas.target import WINDOW, check_target, project
+from spnas.supernet.builder import Supernet, recalibrate_bn
+from spnas.core.distributed import SINGLE, Distributed, checksum, shard, sync_batchnorm, train_loader, wrap
+from spnas.core.errors import SpnasError
+from spnas.training.oneshot import SUPERNET_FILE, save_supernet
+from spnas.core.checkpoints import CheckpointFormat
+from spnas.core.hookspecs import hookimpl
+from spnas.core.rng import rng_state, seed_everything, set_rng_state
+from spnas.search.strategy import DifferentiableStrategy, SearchContext, SearchResult, check_options, option
+from spnas.search.target import WINDOW, check_target, project
 
 CHECKPOINT_FORMAT = "spnas-single-path-v1"
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -131,7 +132,7 @@ def _make_optimizer(opts: SinglePathOptions, net: Supernet) -> torch.optim.Optim
 @torch.no_grad()
 def evaluate(net: Supernet, loader: DataLoader, device: torch.device, arch=None, dist: Distributed = SINGLE) -> float:
     """Top-1 accuracy of the supernet in threshold mode (or on ``arch``'s path), eval mode; under
-    ``torchrun`` each rank runs its shard of the validation set (:func:`spnas.distributed.shard`)
+    ``torchrun`` each rank runs its shard of the validation set (:func:`spnas.core.distributed.shard`)
     and the counts are summed."""
     was_training = net.training
     net.eval()
@@ -160,11 +161,49 @@ class ThresholdForward(torch.nn.Module):
         return self.net(x, decisions=self.decisions)
 
 
+def single_path_report(run, report) -> None:
+    """A single-path search: progress (Fig. 4), architecture (Fig. 5), superkernels (Fig. 6)."""
+    from spnas.report import plots
+    from spnas.report.writer import (add_plot, arch_block, architecture_plot, num, pct, search_facts, seconds,
+                                     superkernel_plot)
+
+    r, opts = run.result, run.options
+    search_facts(run, report)
+    target = num(r.get("target", opts.get("target")))
+    if target is not None:
+        spec = f" (--target {r['target_spec']})" if str(r.get("target_spec", "")).endswith("%") else ""
+        report.fact("target", f"T = {target:g} {run.units}{spec}, window [{(1 - WINDOW) * target:g}, {target:g}]")
+        readout = num(r.get("readout_latency"))
+        report.fact("read-out before projection", f"{r.get('readout_arch')} ({readout:g} {run.units}, "
+                    f"{readout / target:.3f} T)" if r.get("readout_arch") and readout is not None else None)
+        report.fact("layers changed by projection", r.get("layers_changed_by_projection"))
+    lam, scale = num(r.get("lambda", opts.get("lambda_"))), num(r.get("lambda_scale", opts.get("lambda_scale")))
+    weight = num(r.get("target_weight", opts.get("target_weight")))
+    if target is not None and weight is not None:  # target mode: lambda is not used
+        width = num(r.get("target_scale", opts.get("target_scale")))
+        report.fact("target penalty", f"{weight:g} x (log(R / T*) / {width:g})^2, T* = {1 - WINDOW:g} T")
+    elif lam is not None:
+        report.fact("lambda", f"{lam:g}" + (f" x {scale:g}" if scale is not None else ""))
+    epochs = [x for x in run.records if "epoch" in x and "phase" not in x]
+    steps = [x for x in run.records if "ce" in x and "epoch" not in x]
+    report.fact("epochs", f"{len(epochs)} of {opts.get('epochs', r.get('epochs', '?'))} logged, {len(steps)} steps")
+    if epochs and num(epochs[-1].get("val_accuracy")) is not None:
+        report.fact("last epoch val accuracy (threshold mode)", pct(epochs[-1]["val_accuracy"]))
+    report.fact("search wall time", seconds(r.get("search_seconds")))
+    arch_block(run, report)
+    add_plot(run, report, "progress", "Search progress (cross-entropy and R per step)", lambda p: plots.plot_search_progress(
+        run.records, p, units=run.units, target=target, title=f"{r.get('strategy', 'single-path')} on "
+        f"{r.get('space') or run.config.get('space_name', '')}"))
+    architecture_plot(run, report)
+    superkernel_plot(run, report)
+
+
 class SinglePathStrategy(DifferentiableStrategy):
     """The differentiable single-path search (``--strategy single-path``)."""
 
     name = "single-path"
     Options = SinglePathOptions
+    report = staticmethod(single_path_report)  # progress (Fig. 4), architecture (Fig. 5), superkernels (Fig. 6)
 
     @classmethod
     def from_options(cls, values):
@@ -344,3 +383,9 @@ def _progress(ctx: SearchContext, total: int, done: int):
 @hookimpl
 def spnas_register_strategies(register):
     register(SinglePathStrategy.name, SinglePathStrategy)
+
+
+@hookimpl
+def spnas_register_checkpoint_formats(register):
+    # a run's checkpoint.pt: the supernet's weights and thresholds, BatchNorm statistics as trained
+    register(CHECKPOINT_FORMAT, CheckpointFormat("single-path search checkpoint", holds="supernet"))

@@ -18,14 +18,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from spnas.data import load_data
-from spnas.distributed import MainRun, from_env, shutdown
-from spnas.graph import SpaceGraph
-from spnas.device import resolve_table
-from spnas.oneshot import UniformTraining, train_uniform
-from spnas.runs import RunDir
-from spnas.runtime import RuntimeModel
-from spnas.strategy import SearchContext
+from spnas.data.datasets import load_data
+from spnas.core.distributed import MainRun, from_env, shutdown
+from spnas.space.graph import SpaceGraph
+from spnas.latency.device import resolve_table
+from spnas.training.oneshot import UniformTraining, train_uniform
+from spnas.core.runs import RunDir
+from spnas.latency.runtime import RuntimeModel
+from spnas.search.strategy import SearchContext
 
 IMAGES = 256  # 2 epochs of 4 steps at batch 64
 
@@ -57,7 +57,7 @@ def main(out: Path, batch: int, dtype: torch.dtype, modes: list[str]) -> None:
                 shutil.rmtree(run_path)
             run = MainRun(RunDir(run_path) if d.is_main else None, d, path=run_path)
             if mode == "single-path":
-                from spnas.registry import get_registry
+                from spnas.core.registry import get_registry
 
                 strategy = get_registry().get("strategy", "single-path").from_options(
                     {"epochs": 2, "batch_size": batch, "warmup_epochs": 1, "keep_prob": 0.7, "bn_batches": 2})

@@ -18,10 +18,10 @@ import pytest
 
 from spnas.devices.android import (AndroidDevice, Measurement, UnparseableOutput, first_relevant_line,
                                    parse_benchmark_output, spnas_register_devices, table_entries)
-from spnas.errors import SpaceError, SpnasError
-from spnas.graph import SpaceGraph
-from spnas.latency import LatencyTable
-from spnas.runtime import RuntimeModel
+from spnas.core.errors import SpaceError, SpnasError
+from spnas.space.graph import SpaceGraph
+from spnas.latency.table import LatencyTable
+from spnas.latency.runtime import RuntimeModel
 
 DATA = Path(__file__).parent / "data" / "android"
 FAKE_ADB = DATA / "fake_adb"

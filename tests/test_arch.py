@@ -8,9 +8,9 @@ import random
 import pytest
 import yaml
 
-from spnas.arch import SKIP, Architecture, BlockDef, Op, from_arch_def, to_arch_def
-from spnas.errors import SpaceError
-from spnas.graph import SpaceGraph
+from spnas.space.arch import SKIP, Architecture, BlockDef, Op, from_arch_def, to_arch_def
+from spnas.core.errors import SpaceError
+from spnas.space.graph import SpaceGraph
 
 PAPER_ARCH = ("k3e3 k3e3 k3e3 skip | k5e6 k3e3 k3e3 k3e3 | k5e6 k3e3 k3e3 k3e3 | "
               "k5e6 k5e3 k5e3 k5e3 | k5e6 k5e6 k5e6 k5e6")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spnas.cli import main
+from spnas.cli.main import main
 
 PAPER_ARCH = ("k3e3 k3e3 k3e3 skip | k5e6 k3e3 k3e3 k3e3 | k5e6 k3e3 k3e3 k3e3 | "
               "k5e6 k5e3 k5e3 k5e3 | k5e6 k5e6 k5e6 k5e6")

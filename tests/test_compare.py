@@ -7,8 +7,8 @@ import pytest
 import torch
 import yaml
 
-from spnas.cli import main
-from spnas.graph import SpaceGraph
+from spnas.cli.main import main
+from spnas.space.graph import SpaceGraph
 
 FAST = ["--space", "tiny", "--device", "flops", "--supernet-epochs", "1", "--evaluations", "4",
         "--train-epochs", "1", "--batch-size", "128", "--quiet"]
@@ -68,7 +68,7 @@ def test_compare_resume_skips_finished_stages(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     out = tmp_path / "cmp"
     args = ["compare", "--strategies", "random,evolution", *FAST, "--out", str(out)]
-    import spnas.compare as compare
+    import spnas.pipeline.compare as compare
 
     original = compare.Comparison._train
     calls = []
@@ -126,7 +126,7 @@ def _digits_npz(path):
 
 def test_compare_over_seeds_with_random_architectures(tmp_path):
     from spnas.devices.flops import FlopsDevice
-    from spnas.runtime import RuntimeModel
+    from spnas.latency.runtime import RuntimeModel
 
     torch.set_num_threads(1)
     out = tmp_path / "cmp"

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from spnas.data import augment_batch, load_data
-from spnas.errors import SpnasError
+from spnas.data.datasets import load_data
+from spnas.data.split import augment_batch
+from spnas.core.errors import SpnasError
 
 # --- writers: the formats as their documentation describes them, written independently of spnas ---
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from spnas.errors import SpnasError
-from spnas.graph import SpaceGraph
-from spnas.latency import LatencyTable, LatencyTableError, TableHeader
-from spnas.profiling import MeasuredDevice, Timing, calibration_archs, median_timing, table_entries, time_runner
-from spnas.runtime import RuntimeModel
+from spnas.core.errors import SpnasError
+from spnas.space.graph import SpaceGraph
+from spnas.latency.table import LatencyTable, LatencyTableError, TableHeader
+from spnas.latency.profiling import MeasuredDevice, Timing, calibration_archs, median_timing, table_entries, time_runner
+from spnas.latency.runtime import RuntimeModel
 from spnas.testing import DeviceContract
 
 HAVE_TFLITE = all(importlib.util.find_spec(m) for m in ("tensorflow", "keras", "ai_edge_litert"))
@@ -160,7 +160,7 @@ class TestOnnxRuntimeDevice(DeviceContract):
 
 @pytest.mark.skipif(not HAVE_TFLITE, reason="tensorflow / ai-edge-litert not installed")
 def test_tflite_measures_a_network_and_the_table_records_its_runtime(tiny):
-    from spnas.registry import get_registry
+    from spnas.core.registry import get_registry
 
     device = get_registry().get("device", "tflite")(**FAST)
     table = device.latency_table(tiny, progress=False)

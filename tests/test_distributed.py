@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from spnas.distributed import SINGLE, Distributed, from_env, synced_batch_norm, train_loader
-from spnas.errors import SpnasError
+from spnas.core.distributed import SINGLE, Distributed, from_env, synced_batch_norm, train_loader
+from spnas.core.errors import SpnasError
 
 HERE = Path(__file__).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SPNAS_DISABLE_PLUGIN_AUTOLOAD": "1",
@@ -275,7 +275,7 @@ def test_one_process_keeps_the_data_order_of_a_shuffling_loader():
 
 
 def test_negative_loader_workers_is_a_one_line_error(capsys):
-    from spnas.cli import main
+    from spnas.cli.main import main
 
     assert main(["search", *BASE, "--loader-workers", "-1", "--out", "unused"]) == 2
     assert capsys.readouterr().err == "spnas: error: --loader-workers -1 is not allowed; use >= 0\n"

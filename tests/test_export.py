@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from spnas.builder import ChildNet, Supernet
-from spnas.cli import _Parser
-from spnas.cli_export import add_export_parser, cmd_export, default_out
-from spnas.errors import SpnasError
-from spnas.export import (CHILD_FORMAT, export_onnx, export_tflite, keras_from_child, keras_to_tflite,
-                          load_child, read_child)
-from spnas.graph import SpaceGraph
-from spnas.oneshot import save_supernet
+from spnas.supernet.builder import ChildNet, Supernet
+from spnas.cli.main import _Parser
+from spnas.cli.export import add_export_parser, cmd_export, default_out
+from spnas.core.errors import SpnasError
+from spnas.export.exporter import (export_onnx, export_tflite, keras_from_child, keras_to_tflite, load_child,
+                                   read_child)
+from spnas.training.train import CHILD_FORMAT
+from spnas.space.graph import SpaceGraph
+from spnas.training.oneshot import save_supernet
 
 RTOL, ATOL = 1e-4, 1e-6
 N_INPUTS = 3
@@ -272,7 +273,7 @@ def test_fresh_init_is_reproducible():
     assert load_child("tiny", TINY_ARCH, num_classes=3).layers[-1].fc.out_features == 3
 
 
-# --- command line (its own parser: spnas.cli wires 'export' in) ----------------------------------
+# --- command line (its own parser: spnas.cli.main wires 'export' in) ----------------------------------
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = _Parser(prog="spnas")
@@ -332,7 +333,7 @@ def test_cli_errors(tmp_path):
 @needs_tflite
 def test_keras_to_tflite_is_quiet(capsys):
     """The converter's printout (Keras's 'Saved artifact ...') stays off stdout."""
-    from spnas.keras_model import layer_model
+    from spnas.export.keras_model import layer_model
 
     space = SpaceGraph.load("tiny")
     data = keras_to_tflite(layer_model(space, space.layers[-1]))

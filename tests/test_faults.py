@@ -20,9 +20,9 @@ import time
 import pytest
 import yaml
 
-from spnas.cli import main
-from spnas.graph import SpaceGraph
-from spnas.runs import load_checkpoint
+from spnas.cli.main import main
+from spnas.space.graph import SpaceGraph
+from spnas.core.runs import load_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SPNAS_DISABLE_PLUGIN_AUTOLOAD": "1"}
 BASE = ["--space", "tiny", "--device", "flops", "--quiet", "--batch-size", "128", "--seed", "5"]
@@ -104,8 +104,8 @@ class _NanAfter:
 
 
 @pytest.mark.parametrize("module, args", [
-    ("spnas.train", ["train", "k3e2 skip | k5e6 k3e3", "--space", "tiny", "--epochs", "3", "--batch-size", "128"]),
-    ("spnas.oneshot", ["search", "--strategy", "random", "--space", "tiny", "--device", "flops", "--epochs", "3",
+    ("spnas.training.train", ["train", "k3e2 skip | k5e6 k3e3", "--space", "tiny", "--epochs", "3", "--batch-size", "128"]),
+    ("spnas.training.oneshot", ["search", "--strategy", "random", "--space", "tiny", "--device", "flops", "--epochs", "3",
                        "--batch-size", "128", "--evaluations", "2", "--bn-batches", "1"]),
     ("spnas.strategies.single_path", ["search", "--space", "tiny", "--device", "flops", "--epochs", "3",
                                       "--batch-size", "128"]),
@@ -130,7 +130,7 @@ def test_a_full_disk_gives_a_clear_error_and_keeps_what_was_saved(tmp_path, caps
     first checkpoint is intact, with no temporary file left next to it."""
     import errno
 
-    import spnas.runs
+    import spnas.core.runs
 
     real_replace, calls = os.replace, {"n": 0}
 
@@ -141,7 +141,7 @@ def test_a_full_disk_gives_a_clear_error_and_keeps_what_was_saved(tmp_path, caps
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_replace(src, dst)
 
-    monkeypatch.setattr(spnas.runs.os, "replace", replace)
+    monkeypatch.setattr(spnas.core.runs.os, "replace", replace)
     out = tmp_path / "run"
     assert main(["train", "k3e2 skip | k5e6 k3e3", "--space", "tiny", "--epochs", "3", "--batch-size", "128",
                  "--quiet", "--out", str(out)]) == 2
@@ -149,7 +149,7 @@ def test_a_full_disk_gives_a_clear_error_and_keeps_what_was_saved(tmp_path, caps
     assert f"{out / 'checkpoint.pt'}: cannot write (No space left on device)" in err and err.count("\n") == 1
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
-    monkeypatch.setattr(spnas.runs.os, "replace", real_replace)  # space again: the run resumes
+    monkeypatch.setattr(spnas.core.runs.os, "replace", real_replace)  # space again: the run resumes
     assert main(["train", "k3e2 skip | k5e6 k3e3", "--space", "tiny", "--epochs", "3", "--batch-size", "128",
                  "--quiet", "--out", str(out), "--resume"]) == 0
 

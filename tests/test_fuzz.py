@@ -19,12 +19,12 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from spnas.cli import main  # noqa: E402
-from spnas.errors import SpnasError  # noqa: E402
-from spnas.graph import SpaceGraph  # noqa: E402
-from spnas.latency import LatencyTable  # noqa: E402
-from spnas.runtime import RuntimeModel  # noqa: E402
-from spnas.spec import parse_space  # noqa: E402
+from spnas.cli.main import main  # noqa: E402
+from spnas.core.errors import SpnasError  # noqa: E402
+from spnas.space.graph import SpaceGraph  # noqa: E402
+from spnas.latency.table import LatencyTable  # noqa: E402
+from spnas.latency.runtime import RuntimeModel  # noqa: E402
+from spnas.space.spec import parse_space  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_YAML = yaml.safe_load((ROOT / "search_spaces" / "tiny.yaml").read_text())
@@ -158,7 +158,7 @@ RESULT = {"strategy": "single-path", "space": "tiny", "arch": "k3e2 skip | k5e6 
 @examples(100)
 @given(mutated(RESULT))
 def test_mutated_result_file(tmp_path_factory, data):
-    from spnas.cli_train import resolve_arch
+    from spnas.cli.train import resolve_arch
 
     path = tmp_path_factory.mktemp("run") / "result.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from spnas.arch import SKIP, Op
-from spnas.superkernel import SuperMBConv
+from spnas.space.arch import SKIP, Op
+from spnas.supernet.superkernel import SuperMBConv
 
 _BENCH = Path(__file__).resolve().parents[1] / "bench" / "indicator_placement.py"
 

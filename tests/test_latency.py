@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from spnas.device import Device, resolve_table, user_data_dir
+from spnas.latency.device import Device, resolve_table, user_data_dir
 from spnas.devices import pixel1
 from spnas.devices.flops import FlopsDevice
-from spnas.errors import LatencyTableError, SpnasError
-from spnas.graph import FIXED_KEY, SpaceGraph
-from spnas.latency import FORMAT, LatencyTable, TableHeader
+from spnas.core.errors import LatencyTableError, SpnasError
+from spnas.space.graph import FIXED_KEY, SpaceGraph
+from spnas.latency.table import FORMAT, LatencyTable, TableHeader
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 
@@ -272,7 +272,7 @@ def test_resolve_table_loads_spnas_files(tmp_path, tiny):
 
 def test_resolve_table_through_the_registry(no_user_table, pixel1_json, imagenet, tiny):
     try:
-        from spnas.registry import get_registry
+        from spnas.core.registry import get_registry
 
         get_registry()
     except ImportError as exc:  # another built-in plugin is not written yet

@@ -11,12 +11,12 @@ import pytest
 import torch
 import yaml
 
-from spnas.builder import ChildNet, Supernet, recalibrate_bn
-from spnas.errors import SpnasError
-from spnas.evaluator import SupernetEvaluator
-from spnas.graph import SpaceGraph
-from spnas.oneshot import UniformTraining, load_supernet, save_supernet, train_uniform
-from spnas.runs import RunDir
+from spnas.supernet.builder import ChildNet, Supernet, recalibrate_bn
+from spnas.core.errors import SpnasError
+from spnas.search.evaluator import SupernetEvaluator
+from spnas.space.graph import SpaceGraph
+from spnas.training.oneshot import UniformTraining, load_supernet, save_supernet, train_uniform
+from spnas.core.runs import RunDir
 from spnas.testing import InterruptingRun, tiny_setup
 
 

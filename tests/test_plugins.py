@@ -9,9 +9,9 @@ import sys
 import pytest
 
 import spnas
-from spnas import registry as reg_mod
-from spnas.errors import SpnasError
-from spnas.registry import BUILTIN_PLUGINS, PluginInfo, Registry, get_registry
+from spnas.core import registry as reg_mod
+from spnas.core.errors import SpnasError
+from spnas.core.registry import BUILTIN_PLUGINS, PluginInfo, Registry, get_registry
 
 
 class _Plugin:
@@ -84,7 +84,7 @@ def test_a_broken_plugin_is_reported_and_does_not_take_the_others_down(fake_entr
 
 
 def test_spnas_plugins_lists_origins_and_errors(fake_entry_points, capsys):
-    from spnas.cli import main
+    from spnas.cli.main import main
 
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
@@ -115,7 +115,7 @@ def test_a_hook_that_raises_breaks_only_its_plugin(monkeypatch, capsys):
         assert reg.broken["raising"] == "RuntimeError: the plugin's own bug with a second line"
         assert "half-done" not in reg.names("strategy")  # its partial registration was rolled back
         assert "third-party" in reg.names("strategy")
-        from spnas.cli import main
+        from spnas.cli.main import main
 
         assert main(["plugins"]) == 0
         assert "raising (fake-dist 9.9): BROKEN: RuntimeError: the plugin's own bug" in capsys.readouterr().out
@@ -166,10 +166,10 @@ def test_the_plugin_guide_examples_work():
     """The strategy and device of docs/plugins.md, run as written (our own docs, not user input)."""
     import types
 
-    from spnas.device import resolve_table
-    from spnas.graph import SpaceGraph
-    from spnas.runtime import RuntimeModel
-    from spnas.sampling import Constraint, Driver
+    from spnas.latency.device import resolve_table
+    from spnas.space.graph import SpaceGraph
+    from spnas.latency.runtime import RuntimeModel
+    from spnas.search.sampling import Constraint, Driver
     from spnas.testing import synthetic_objective
 
     module = types.ModuleType("guide_plugin")

@@ -10,14 +10,14 @@ import pytest
 import torch
 import yaml
 
-from spnas.builder import Supernet
-from spnas.cli import _write_report, main
-from spnas.errors import SpnasError
-from spnas.graph import SpaceGraph
-from spnas.oneshot import save_supernet
-from spnas.plots import superkernel_maps
-from spnas.report import KINDS, read_run, register_kind, run_kind, write_report
-from spnas.runs import RunDir, load_checkpoint
+from spnas.supernet.builder import Supernet
+from spnas.cli.main import _write_report, main
+from spnas.core.errors import SpnasError
+from spnas.space.graph import SpaceGraph
+from spnas.training.oneshot import save_supernet
+from spnas.report.plots import superkernel_maps
+from spnas.report.writer import read_run, run_kind, write_report
+from spnas.core.runs import RunDir, load_checkpoint
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FAST = ["--space", "tiny", "--device", "flops", "--batch-size", "128", "--bn-batches", "2", "--quiet"]
@@ -137,19 +137,19 @@ def test_torn_log_line_and_missing_files_still_report(runs, copy_of):
 
 
 def test_a_failing_plot_is_a_note_and_a_failing_report_keeps_the_result(runs, copy_of, monkeypatch, capsys):
-    import spnas.plots
-    import spnas.report
+    import spnas.report.plots
+    import spnas.report.writer
 
     run = copy_of(runs[0])
 
     def broken(*args, **kwargs):
         raise ValueError("no luck")
 
-    monkeypatch.setattr(spnas.plots, "plot_search_progress", broken)
+    monkeypatch.setattr(spnas.report.plots, "plot_search_progress", broken)
     text = write_report(run).read_text()
     assert "not drawn (ValueError: no luck)" in text and not (run / "plots" / "progress.png").exists()
     assert _png(run / "plots" / "architecture.png")
-    monkeypatch.setattr(spnas.report, "write_report", broken)
+    monkeypatch.setattr(spnas.report.writer, "write_report", broken)
     assert _write_report(run) is None  # cmd_search's call: a warning, the result stays
     assert "report not written (ValueError: no luck)" in capsys.readouterr().err
     assert (run / "result.yaml").is_file()
@@ -175,15 +175,6 @@ def test_train_run_report(tmp_path):
     assert _png(run / "plots" / "training.png") and _png(run / "plots" / "architecture.png")
 
 
-def test_a_new_kind_of_run_is_one_registration(tmp_path, monkeypatch):
-    monkeypatch.setattr("spnas.report.KINDS", list(KINDS))
-    (tmp_path / "result.yaml").write_text(yaml.safe_dump({"kind": "compare", "runs": 3}))
-    register_kind("compare", lambda run: run.result.get("kind") == "compare",
-                  lambda run, report: report.fact("runs compared", run.result["runs"]))
-    assert run_kind(read_run(tmp_path)) == "compare"
-    assert "| runs compared | 3 |" in write_report(tmp_path).read_text()
-
-
 class _FakeWriter:
     """Stands in for torch's SummaryWriter (the tensorboard package is not in the dev venv)."""
 
@@ -201,10 +192,10 @@ class _FakeWriter:
 
 
 def test_tensorboard_gets_every_numeric_scalar(tmp_path, monkeypatch):
-    import spnas.runs
+    import spnas.core.runs
 
     _FakeWriter.made.clear()
-    monkeypatch.setattr(spnas.runs, "_summary_writer_class", lambda: _FakeWriter)
+    monkeypatch.setattr(spnas.core.runs, "_summary_writer_class", lambda: _FakeWriter)
     run = RunDir(tmp_path / "run")
     run.log({"step": 1, "ce": 2.5, "R": 1.2, "warmup": True, "indicators": None, "arch": "k3e3"})
     run.log({"phase": "supernet", "epoch": 1, "step": 11, "ce": 1.5})
@@ -230,10 +221,10 @@ def test_tensorboard_gets_every_numeric_scalar(tmp_path, monkeypatch):
 def test_tensorboard_off_by_env_or_without_the_package(tmp_path, monkeypatch):
     import importlib.util
 
-    import spnas.runs
+    import spnas.core.runs
 
     monkeypatch.setenv("SPNAS_TENSORBOARD", "0")
-    assert spnas.runs._summary_writer_class() is None
+    assert spnas.core.runs._summary_writer_class() is None
     run = RunDir(tmp_path / "off")
     run.log({"step": 1, "ce": 2.0})
     run.close()
@@ -241,7 +232,7 @@ def test_tensorboard_off_by_env_or_without_the_package(tmp_path, monkeypatch):
     assert run.log_path.read_text() == '{"step": 1, "ce": 2.0}\n'  # the log is unchanged
     monkeypatch.delenv("SPNAS_TENSORBOARD")
     if importlib.util.find_spec("tensorboard") is None:
-        assert spnas.runs._summary_writer_class() is None
+        assert spnas.core.runs._summary_writer_class() is None
 
 
 def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path, monkeypatch):

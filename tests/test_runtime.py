@@ -12,9 +12,9 @@ import torch
 
 from spnas.devices import pixel1
 from spnas.devices.flops import FlopsDevice
-from spnas.errors import LatencyTableError
-from spnas.graph import SpaceGraph
-from spnas.runtime import RuntimeModel
+from spnas.core.errors import LatencyTableError
+from spnas.space.graph import SpaceGraph
+from spnas.latency.runtime import RuntimeModel
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 SHARED_TABLE = Path(__file__).resolve().parents[1] / "devices" / "data" / "pixel1_runtime_model.json"  # shipped

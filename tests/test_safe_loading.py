@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from spnas.cli import main
+from spnas.cli.main import main
 
 
 class _Payload:

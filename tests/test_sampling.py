@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from spnas.arch import Architecture
-from spnas.device import resolve_table
-from spnas.errors import SpnasError
-from spnas.graph import SpaceGraph
-from spnas.registry import get_registry
-from spnas.runtime import RuntimeModel
-from spnas.sampling import Constraint, Driver, SamplingStrategy, Trial, pareto_front
+from spnas.space.arch import Architecture
+from spnas.latency.device import resolve_table
+from spnas.core.errors import SpnasError
+from spnas.space.graph import SpaceGraph
+from spnas.core.registry import get_registry
+from spnas.latency.runtime import RuntimeModel
+from spnas.search.sampling import Constraint, Driver, SamplingStrategy, Trial, pareto_front
 from spnas.testing import synthetic_objective
 
 
@@ -251,7 +251,7 @@ def test_a_batch_of_asks_gives_the_trials_of_one_ask_at_a_time(cifar, name, opti
 def test_resume_of_a_batched_run_replays_asks_and_tells_in_their_order(cifar, tmp_path):
     """RL updates its policy at each tell, so asking 3 before telling them differs from asking one
     at a time; a resumed batched run must replay the recorded order to ask what it asked."""
-    from spnas.runs import RunDir
+    from spnas.core.runs import RunDir
 
     space, runtime = cifar
     _, objective = synthetic_objective(space)

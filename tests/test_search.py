@@ -9,10 +9,10 @@ import pytest
 import torch
 import yaml
 
-from spnas.cli import main
-from spnas.graph import SpaceGraph
-from spnas.registry import get_registry
-from spnas.runs import load_checkpoint
+from spnas.cli.main import main
+from spnas.space.graph import SpaceGraph
+from spnas.core.registry import get_registry
+from spnas.core.runs import load_checkpoint
 
 FAST = ["--space", "tiny", "--device", "flops", "--epochs", "3", "--batch-size", "128", "--quiet"]
 
@@ -102,7 +102,7 @@ def test_target_mode_read_out_itself_lands_near_the_target(tmp_path):
                           "--warmup-epochs", "2")
     space = SpaceGraph.load("tiny")
     from spnas.devices.flops import FlopsDevice
-    from spnas.runtime import RuntimeModel
+    from spnas.latency.runtime import RuntimeModel
 
     runtime = RuntimeModel(space, FlopsDevice().latency_table(space))
     lo, hi = runtime.bounds()

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spnas.errors import SpaceError
-from spnas.graph import SpaceGraph
-from spnas.spec import load_space_file, make_divisible, parse_space
-from spnas.registry import get_registry
+from spnas.core.errors import SpaceError
+from spnas.space.graph import SpaceGraph
+from spnas.space.spec import load_space_file, make_divisible, parse_space
+from spnas.core.registry import get_registry
 
 PAPER_ARCH = ("k3e3 k3e3 k3e3 skip | k5e6 k3e3 k3e3 k3e3 | k5e6 k3e3 k3e3 k3e3 | "
               "k5e6 k5e3 k5e3 k5e3 | k5e6 k5e6 k5e6 k5e6")

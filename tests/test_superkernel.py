@@ -7,10 +7,10 @@ import random
 import pytest
 import torch
 
-from spnas.arch import SKIP, Op
-from spnas.builder import ChildNet, Supernet
-from spnas.graph import SpaceGraph
-from spnas.superkernel import MBConv, SuperMBConv, indicator
+from spnas.space.arch import SKIP, Op
+from spnas.supernet.builder import ChildNet, Supernet
+from spnas.space.graph import SpaceGraph
+from spnas.supernet.superkernel import MBConv, SuperMBConv, indicator
 
 
 def _perturb_bn(model: torch.nn.Module, seed: int = 0) -> None:

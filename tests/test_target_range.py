@@ -9,13 +9,13 @@ import pytest
 import torch
 import yaml
 
-from spnas.cli import main
-from spnas.device import resolve_table
-from spnas.errors import SpnasError
-from spnas.graph import SpaceGraph
-from spnas.runtime import RuntimeModel
-from spnas.sampling import Constraint, SamplingOptions
-from spnas.target import (RangeFraction, parse_target, parse_target_options, range_fraction_options,
+from spnas.cli.main import main
+from spnas.latency.device import resolve_table
+from spnas.core.errors import SpnasError
+from spnas.space.graph import SpaceGraph
+from spnas.latency.runtime import RuntimeModel
+from spnas.search.sampling import Constraint, SamplingOptions
+from spnas.search.target import (RangeFraction, parse_target, parse_target_options, range_fraction_options,
                           range_position, resolve_target)
 from strategies.rl import RLOptions
 from strategies.single_path import SinglePathOptions
@@ -130,7 +130,7 @@ def test_search_with_a_fraction_of_the_range(tmp_path, runtime, capsys):
            f"0.2356-1.24" in printed
     steps = [r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines()) if "ce" in r]
     assert steps and all(r["warmup"] is False and r["lambda"] > 0 for r in steps)  # the default warm-up is 0
-    from spnas.report import write_report  # report.md shows the position and the target as given
+    from spnas.report.writer import write_report  # report.md shows the position and the target as given
 
     report = write_report(out).read_text()
     assert f"{result['range_fraction'] * 100:.0f}% of the space's range 0.2356-1.24" in report
@@ -138,8 +138,8 @@ def test_search_with_a_fraction_of_the_range(tmp_path, runtime, capsys):
 
 
 def test_compare_resolves_a_fraction_once_the_table_is_known(tmp_path, runtime):
-    from spnas.compare import CompareOptions, Comparison
-    from spnas.data import load_data
+    from spnas.pipeline.compare import CompareOptions, Comparison
+    from spnas.data.datasets import load_data
 
     assert CompareOptions(target=0.8).target == 0.8 and CompareOptions(target="0.8").target == 0.8
     opts = CompareOptions(strategies=("random",), target=" 40%")

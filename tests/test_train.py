@@ -9,10 +9,10 @@ import torch
 import yaml
 from torch import nn
 
-from spnas.cli import main
-from spnas.graph import SpaceGraph
-from spnas.runs import load_checkpoint
-from spnas.train import TrainRecipe, lr_factor, recipe, topk_accuracy
+from spnas.cli.main import main
+from spnas.space.graph import SpaceGraph
+from spnas.core.runs import load_checkpoint
+from spnas.training.train import TrainRecipe, lr_factor, recipe, topk_accuracy
 
 ARCH = "k3e2 skip | k5e6 k3e3"
 FAST = ["--space", "tiny", "--epochs", "3", "--batch-size", "128", "--quiet"]
@@ -78,7 +78,7 @@ def test_train_learns_writes_a_run_and_eval_agrees(tmp_path, capsys):
     numbers = json.loads((tmp_path / "e.json").read_text())
     assert numbers["val_top1"] == result["top1"] and numbers["val_top5"] == result["top5"]
     # the trained network exports: spnas export reads model.pt from the run directory
-    from spnas.export import read_child
+    from spnas.export.exporter import read_child
 
     loaded = read_child(None, None, out)
     assert str(loaded.child.arch) == ARCH and "spnas-child-v1" in loaded.source
@@ -87,7 +87,7 @@ def test_train_learns_writes_a_run_and_eval_agrees(tmp_path, capsys):
 def test_resume_after_interruption_gives_the_same_weights(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     full, a = _train(tmp_path, "full", "--seed", "2")
-    from spnas.runs import RunDir
+    from spnas.core.runs import RunDir
 
     original = RunDir.log
     calls = {"n": 0}

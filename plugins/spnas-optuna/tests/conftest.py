@@ -37,7 +37,7 @@ else:
 
 def register() -> None:
     """Add the plugin to the live registry, as its entry point would (a no-op once it is there)."""
-    from spnas.registry import register_plugin
+    from spnas.core.registry import register_plugin
 
     if HAVE_OPTUNA:
         register_plugin(spnas_optuna.plugin, name="optuna", distribution="spnas-optuna",
@@ -48,7 +48,7 @@ def register() -> None:
 def _optuna_plugin_registered():
     """The plugin in the registry during each test of this directory, and not after it: tests of
     other directories in the same session (spnas's own) expect the built-in plugins only."""
-    from spnas.registry import reset_registry
+    from spnas.core.registry import reset_registry
 
     register()
     yield

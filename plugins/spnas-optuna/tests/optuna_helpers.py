@@ -13,11 +13,11 @@ from pathlib import Path
 
 import optuna
 
-from spnas.graph import SpaceGraph
-from spnas.registry import get_registry
-from spnas.runs import RunDir
-from spnas.runtime import RuntimeModel
-from spnas.sampling import EVALUATED, Constraint, Driver
+from spnas.space.graph import SpaceGraph
+from spnas.core.registry import get_registry
+from spnas.core.runs import RunDir
+from spnas.latency.runtime import RuntimeModel
+from spnas.search.sampling import EVALUATED, Constraint, Driver
 from spnas.testing import synthetic_objective
 
 TPE_STUDY = "spnas-optuna-tpe-spnas-cifar-seed0"  # the default study names at seed 0
@@ -27,7 +27,7 @@ NSGA2_STUDY = "spnas-optuna-nsga2-spnas-cifar-seed0"
 @functools.lru_cache(maxsize=None)
 def cifar():
     """(space, runtime model, synthetic objective) of ``spnas-cifar`` on the ``flops`` device."""
-    from spnas.device import resolve_table
+    from spnas.latency.device import resolve_table
 
     space = SpaceGraph.load("spnas-cifar")
     _, objective = synthetic_objective(space)
@@ -71,7 +71,7 @@ def spnas_command(*args: str) -> list[str]:
     import spnas_optuna
 
     code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import spnas_optuna, spnas_optuna.plugin; "
-            "from spnas.registry import register_plugin; from spnas.cli import main; "
+            "from spnas.core.registry import register_plugin; from spnas.cli.main import main; "
             "register_plugin(spnas_optuna.plugin, name='optuna', distribution='spnas-optuna', "
             "version=spnas_optuna.__version__); sys.exit(main(sys.argv[1:]))")
     return [sys.executable, "-c", code, str(Path(spnas_optuna.__file__).resolve().parents[1]), *args]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from spnas.cli import main
+from spnas.cli.main import main
 
 optuna = pytest.importorskip("optuna", reason="spnas-optuna needs optuna (pip install 'optuna>=4,<5')")
 

@@ -22,12 +22,12 @@ optuna = pytest.importorskip("optuna", reason="spnas-optuna needs optuna (pip in
 from optuna.trial import TrialState  # noqa: E402
 from optuna_helpers import make, spnas_command, sqlite_url  # noqa: E402
 
-from spnas.cli import main  # noqa: E402
-from spnas.device import resolve_table  # noqa: E402
-from spnas.errors import SpnasError  # noqa: E402
-from spnas.graph import SpaceGraph  # noqa: E402
-from spnas.runtime import RuntimeModel  # noqa: E402
-from spnas.sampling import EVALUATED, Constraint, Trial  # noqa: E402
+from spnas.cli.main import main  # noqa: E402
+from spnas.latency.device import resolve_table  # noqa: E402
+from spnas.core.errors import SpnasError  # noqa: E402
+from spnas.space.graph import SpaceGraph  # noqa: E402
+from spnas.latency.runtime import RuntimeModel  # noqa: E402
+from spnas.search.sampling import EVALUATED, Constraint, Trial  # noqa: E402
 from spnas_optuna.study import CLAIMED, OPEN_TRIES, REUSED, YIELDED, OptunaStrategy  # noqa: E402
 
 SPACE = """\

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import optuna
 
-from spnas.hookspecs import hookimpl
-from spnas.strategy import check_options, option
+from spnas.core.hookspecs import hookimpl
+from spnas.search.strategy import check_options, option
 from spnas_optuna.study import OptunaOptions, OptunaStrategy, constraint_violation
 
 

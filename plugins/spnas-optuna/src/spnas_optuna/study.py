@@ -80,10 +80,10 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from spnas.arch import Architecture
-from spnas.errors import SpnasError
-from spnas.sampling import EVALUATED, INFEASIBLE, SamplingOptions, SamplingStrategy, Trial
-from spnas.strategy import check_options, option
+from spnas.space.arch import Architecture
+from spnas.core.errors import SpnasError
+from spnas.search.sampling import EVALUATED, INFEASIBLE, SamplingOptions, SamplingStrategy, Trial
+from spnas.search.strategy import check_options, option
 
 #: ``status`` of an Optuna trial told the stored accuracy of an architecture the study evaluated before
 REUSED = "reused"

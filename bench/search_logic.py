@@ -18,7 +18,7 @@ from spnas.latency.device import resolve_table
 from spnas.space.graph import SpaceGraph
 from spnas.core.registry import get_registry
 from spnas.latency.runtime import RuntimeModel
-from spnas.search.sampling import Constraint, Driver
+from spnas.searching.sampling import Constraint, Driver
 from spnas.testing import synthetic_objective
 
 CASES = [("random", {"evaluations": 300}), ("evolution", {"evaluations": 300}), ("evolution", {}), ("rl", {})]

@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     from spnas.core.registry import get_registry
     from spnas.core.runs import RunDir
     from spnas.latency.runtime import RuntimeModel
-    from spnas.search.strategy import SearchContext
+    from spnas.searching.strategy import SearchContext
 
     kw = dict(a.split("=", 1) for a in argv)
     data_arg, dev, space_name = kw.pop("data", "digits"), kw.pop("dev", "flops"), kw.pop("space", "spnas-cifar")

@@ -114,7 +114,7 @@ def run_device(args, device_name: str, data_arg: str, out: Path) -> dict:
     from spnas.latency.table import LatencyTable
     from spnas.core.registry import get_registry
     from spnas.latency.runtime import RuntimeModel
-    from spnas.search.target import resolve_target
+    from spnas.searching.target import resolve_target
     from spnas.training.train import TrainRecipe
 
     torch.set_num_threads(args.threads)

@@ -13,7 +13,7 @@ Nothing is subtracted: each entry contains one inference's fixed overhead, as th
 
 The models are built by an injectable ``make_tflite(space, layer, op) -> bytes`` (and
 ``make_network_tflite(space, arch) -> bytes`` for :meth:`AndroidDevice.measure_network`); the
-defaults build Keras models (:mod:`spnas.export.keras_model`) and convert them, importing TensorFlow on
+defaults build Keras models (:mod:`spnas.exporting.keras_model`) and convert them, importing TensorFlow on
 first use. The adb side needs no TensorFlow and is tested with a stand-in ``adb``
 (``tests/data/android/fake_adb.py``) that replays recorded output.
 
@@ -258,22 +258,22 @@ def _safe_name(name: str) -> str:
 
 def default_make_tflite(space: SpaceGraph, layer: LayerNode, op: Op | None) -> bytes:
     """The isolated layer as a float32 ``.tflite`` (Keras model, then TFLite's converter)."""
-    from spnas.export.keras_model import layer_model
+    from spnas.exporting.keras_model import layer_model
 
     return _keras_to_tflite()(layer_model(space, layer, op))
 
 
 def default_make_network_tflite(space: SpaceGraph, arch: Architecture) -> bytes:
     """The child network of ``arch`` as a float32 ``.tflite``."""
-    from spnas.export.keras_model import child_model
+    from spnas.exporting.keras_model import child_model
 
     return _keras_to_tflite()(child_model(space, arch))
 
 
 def _keras_to_tflite() -> Callable[[Any], bytes]:
     try:
-        from spnas.export.exporter import keras_to_tflite
-    except ImportError:  # spnas.export.exporter not there: the tflite device's converter is the same one
+        from spnas.exporting.exporter import keras_to_tflite
+    except ImportError:  # spnas.exporting.exporter not there: the tflite device's converter is the same one
         from spnas.devices.tflite import keras_to_tflite
     return keras_to_tflite
 

@@ -1,7 +1,7 @@
 """Device ``tflite``: latency measured on this machine with TFLite (LiteRT).
 
 Each layer choice is built as an isolated Keras 3 model with the layer's input shape
-(:mod:`spnas.export.keras_model`), converted with ``tf.lite.TFLiteConverter.from_keras_model`` (never
+(:mod:`spnas.exporting.keras_model`), converted with ``tf.lite.TFLiteConverter.from_keras_model`` (never
 through a ``tf.function`` wrapper, which leaves BatchNorm unfused), and timed with
 ``ai_edge_litert``'s interpreter: one thread by default, as the paper's Pixel 1 measurements,
 XNNPACK on by default (``xnnpack=False`` uses TFLite's built-in kernels). Timing, overhead and
@@ -21,9 +21,9 @@ from spnas.latency.profiling import MeasuredDevice, quiet_fds
 
 
 def keras_to_tflite(model: Any) -> bytes:
-    """:func:`spnas.export.exporter.keras_to_tflite`, with the converter's C++ log lines silenced too (it
+    """:func:`spnas.exporting.exporter.keras_to_tflite`, with the converter's C++ log lines silenced too (it
     runs once per profiled layer)."""
-    from spnas.export.exporter import keras_to_tflite as convert
+    from spnas.exporting.exporter import keras_to_tflite as convert
 
     with quiet_fds():
         return convert(model)
@@ -53,19 +53,19 @@ class TFLiteDevice(MeasuredDevice):
             raise SpnasError(f"device tflite: option xnnpack={self.settings['xnnpack']!r} is not allowed; use true or false")
 
     def layer_bytes(self, space: SpaceGraph, layer: LayerNode, op: Op | None) -> bytes:
-        from spnas.export.keras_model import layer_model
+        from spnas.exporting.keras_model import layer_model
 
         return keras_to_tflite(layer_model(space, layer, op))
 
     def network_bytes(self, space: SpaceGraph, arch: Architecture) -> bytes:
-        from spnas.export.keras_model import child_model
+        from spnas.exporting.keras_model import child_model
 
         return keras_to_tflite(child_model(space, arch))
 
     def empty_bytes(self) -> bytes:
         """A 1x1 convolution with ReLU on a 1x1x8 input: next to nothing to compute, but delegated
         to XNNPACK as the layers are, so it carries the per-subgraph invocation cost too."""
-        from spnas.export.keras_model import import_keras
+        from spnas.exporting.keras_model import import_keras
 
         keras = import_keras()
         x = keras.Input((1, 1, 8), batch_size=1)

@@ -12,8 +12,8 @@ The layers, lowest first (a module imports only from its own layer or those belo
 ``tests/test_layers.py``): ``core`` (errors, run directories, the plugin registry and hooks,
 distributed helpers), ``space`` (YAML spaces, graph, architectures), ``data``, ``supernet``
 (superkernel, supernet, child networks), ``latency`` (tables, the runtime model, devices,
-profiling), ``training`` (the one training loop), ``search`` (strategies, the sampling driver,
-targets), ``export``, ``report``, ``pipeline`` (one search, a comparison), ``api``, ``cli``.
+profiling), ``training`` (the one training loop), ``searching`` (strategies, the sampling driver,
+targets), ``exporting``, ``report``, ``pipeline`` (one search, a comparison), ``api``, ``cli``.
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "spnas.latency.runtime": ("RuntimeModel",),
     "spnas.latency.device": ("Device",),
     "spnas.space.spec": ("SpaceSpec", "load_space_file", "parse_space"),
-    "spnas.search.strategy": ("DifferentiableStrategy", "SearchContext", "SearchResult", "Strategy", "option"),
-    "spnas.search.sampling": ("Constraint", "Driver", "SamplingOptions", "SamplingStrategy", "Trial",
+    "spnas.searching.strategy": ("DifferentiableStrategy", "SearchContext", "SearchResult", "Strategy", "option"),
+    "spnas.searching.sampling": ("Constraint", "Driver", "SamplingOptions", "SamplingStrategy", "Trial",
                               "pareto_front"),
-    "spnas.search.evaluator": ("SupernetEvaluator",),
+    "spnas.searching.evaluator": ("SupernetEvaluator",),
     "spnas.training.oneshot": ("UniformTraining", "load_supernet", "save_supernet", "train_uniform"),
     "spnas.core.registry": ("get_registry", "register_plugin"),
     "spnas.report.writer": ("write_report",),
     "spnas.supernet.superkernel": ("MBConv", "SuperMBConv"),
-    "spnas.search.target": ("RangeFraction", "parse_target", "resolve_target"),
+    "spnas.searching.target": ("RangeFraction", "parse_target", "resolve_target"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

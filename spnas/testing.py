@@ -11,10 +11,10 @@ for a quick run; pytest then runs every check on it::
 
 Every run is on the ``tiny`` space, the ``flops`` device and the embedded ``digits`` data, so the
 whole contract takes seconds. :class:`StrategyContract` checks any strategy end to end through
-:meth:`~spnas.search.strategy.Strategy.search`: a valid architecture with consistent metrics, the
+:meth:`~spnas.searching.strategy.Strategy.search`: a valid architecture with consistent metrics, the
 latency target (``target`` option: the result lies in [0.95 T, T]), determinism under a seed, and
 an interrupted run that resumes to the same result as an uninterrupted one.
-:class:`SamplingStrategyContract` adds ask/tell checks on the :class:`~spnas.search.sampling.Driver` with
+:class:`SamplingStrategyContract` adds ask/tell checks on the :class:`~spnas.searching.sampling.Driver` with
 a synthetic objective: the evaluation budget, the hard constraint on every evaluated candidate,
 no candidate evaluated twice, and seeds that matter.
 
@@ -38,7 +38,7 @@ from spnas.space.graph import SpaceGraph
 from spnas.core.registry import get_registry
 from spnas.core.runs import RunDir
 from spnas.latency.runtime import RuntimeModel
-from spnas.search.strategy import SearchContext, SearchResult, Strategy
+from spnas.searching.strategy import SearchContext, SearchResult, Strategy
 
 SPACE = "tiny"
 
@@ -162,7 +162,7 @@ class SamplingStrategyContract(StrategyContract):
         return cls.from_options({**self.fast, **self.options, **extra})
 
     def drive(self, seed: int = 0, evaluations: int = 30, **extra: Any):
-        from spnas.search.sampling import Constraint, Driver
+        from spnas.searching.sampling import Constraint, Driver
 
         space = SpaceGraph.load("spnas-cifar")  # large enough that seeds and duplicates matter
         from spnas.latency.device import resolve_table

@@ -17,8 +17,8 @@ from typing import Callable
 from spnas.space.arch import Architecture
 from spnas.core.errors import SpnasError
 from spnas.core.hookspecs import hookimpl
-from spnas.search.sampling import INFEASIBLE, SamplingOptions, SamplingStrategy, Trial
-from spnas.search.strategy import check_options, option
+from spnas.searching.sampling import INFEASIBLE, SamplingOptions, SamplingStrategy, Trial
+from spnas.searching.strategy import check_options, option
 
 
 @dataclass

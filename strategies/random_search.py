@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from spnas.space.arch import Architecture
 from spnas.core.hookspecs import hookimpl
-from spnas.search.sampling import SamplingOptions, SamplingStrategy, Trial
-from spnas.search.strategy import check_options, option
+from spnas.searching.sampling import SamplingOptions, SamplingStrategy, Trial
+from spnas.searching.strategy import check_options, option
 
 
 @dataclass

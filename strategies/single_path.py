@@ -25,8 +25,8 @@ from spnas.training.oneshot import SUPERNET_FILE, save_supernet
 from spnas.core.checkpoints import CheckpointFormat
 from spnas.core.hookspecs import hookimpl
 from spnas.core.rng import rng_state, seed_everything, set_rng_state
-from spnas.search.strategy import DifferentiableStrategy, SearchContext, SearchResult, check_options, option
-from spnas.search.target import WINDOW, check_target, project
+from spnas.searching.strategy import DifferentiableStrategy, SearchContext, SearchResult, check_options, option
+from spnas.searching.target import WINDOW, check_target, project
 
 CHECKPOINT_FORMAT = "spnas-single-path-v1"
 OPTIMIZERS = ("rmsprop", "adam", "sgd")

@@ -25,7 +25,7 @@ from spnas.latency.device import resolve_table
 from spnas.training.oneshot import UniformTraining, train_uniform
 from spnas.core.runs import RunDir
 from spnas.latency.runtime import RuntimeModel
-from spnas.search.strategy import SearchContext
+from spnas.searching.strategy import SearchContext
 
 IMAGES = 256  # 2 epochs of 4 steps at batch 64
 

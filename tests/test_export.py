@@ -16,10 +16,11 @@ import torch
 
 from spnas.supernet.builder import ChildNet, Supernet
 from spnas.cli.main import _Parser
-from spnas.cli.export import add_export_parser, cmd_export, default_out
+from spnas.cli.export import add_export_parser, cmd_export
+from spnas.pipeline.tools import default_out
 from spnas.core.errors import SpnasError
-from spnas.export.exporter import (export_onnx, export_tflite, keras_from_child, keras_to_tflite, load_child,
-                                   read_child)
+from spnas.exporting.exporter import export_onnx, export_tflite, keras_from_child, keras_to_tflite
+from spnas.supernet.loading import load_child, read_child
 from spnas.training.train import CHILD_FORMAT
 from spnas.space.graph import SpaceGraph
 from spnas.training.oneshot import save_supernet
@@ -333,7 +334,7 @@ def test_cli_errors(tmp_path):
 @needs_tflite
 def test_keras_to_tflite_is_quiet(capsys):
     """The converter's printout (Keras's 'Saved artifact ...') stays off stdout."""
-    from spnas.export.keras_model import layer_model
+    from spnas.exporting.keras_model import layer_model
 
     space = SpaceGraph.load("tiny")
     data = keras_to_tflite(layer_model(space, space.layers[-1]))

@@ -158,7 +158,7 @@ RESULT = {"strategy": "single-path", "space": "tiny", "arch": "k3e2 skip | k5e6 
 @examples(100)
 @given(mutated(RESULT))
 def test_mutated_result_file(tmp_path_factory, data):
-    from spnas.cli.train import resolve_arch
+    from spnas.pipeline.train import resolve_arch
 
     path = tmp_path_factory.mktemp("run") / "result.yaml"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 # lowest first; a module may import its own layer and the layers before it
-LAYERS = ["_version", "core", "space", "data", "supernet", "latency", "training", "search", "export",
+LAYERS = ["_version", "core", "space", "data", "supernet", "latency", "training", "searching", "exporting",
           "report", "pipeline", "api", "cli", "testing", "__main__"]
 # built-in plugins, installed as spnas.<name>: they build on the library like a third party would
 PLUGINS = {"strategies": "strategies", "devices": "devices", "search_spaces": "search_spaces"}

@@ -13,7 +13,7 @@ import yaml
 
 from spnas.supernet.builder import ChildNet, Supernet, recalibrate_bn
 from spnas.core.errors import SpnasError
-from spnas.search.evaluator import SupernetEvaluator
+from spnas.searching.evaluator import SupernetEvaluator
 from spnas.space.graph import SpaceGraph
 from spnas.training.oneshot import UniformTraining, load_supernet, save_supernet, train_uniform
 from spnas.core.runs import RunDir

@@ -169,7 +169,7 @@ def test_the_plugin_guide_examples_work():
     from spnas.latency.device import resolve_table
     from spnas.space.graph import SpaceGraph
     from spnas.latency.runtime import RuntimeModel
-    from spnas.search.sampling import Constraint, Driver
+    from spnas.searching.sampling import Constraint, Driver
     from spnas.testing import synthetic_objective
 
     module = types.ModuleType("guide_plugin")

@@ -15,7 +15,7 @@ from spnas.core.errors import SpnasError
 from spnas.space.graph import SpaceGraph
 from spnas.core.registry import get_registry
 from spnas.latency.runtime import RuntimeModel
-from spnas.search.sampling import Constraint, Driver, SamplingStrategy, Trial, pareto_front
+from spnas.searching.sampling import Constraint, Driver, SamplingStrategy, Trial, pareto_front
 from spnas.testing import synthetic_objective
 
 

@@ -14,8 +14,8 @@ from spnas.latency.device import resolve_table
 from spnas.core.errors import SpnasError
 from spnas.space.graph import SpaceGraph
 from spnas.latency.runtime import RuntimeModel
-from spnas.search.sampling import Constraint, SamplingOptions
-from spnas.search.target import (RangeFraction, parse_target, parse_target_options, range_fraction_options,
+from spnas.searching.sampling import Constraint, SamplingOptions
+from spnas.searching.target import (RangeFraction, parse_target, parse_target_options, range_fraction_options,
                           range_position, resolve_target)
 from strategies.rl import RLOptions
 from strategies.single_path import SinglePathOptions

@@ -78,7 +78,7 @@ def test_train_learns_writes_a_run_and_eval_agrees(tmp_path, capsys):
     numbers = json.loads((tmp_path / "e.json").read_text())
     assert numbers["val_top1"] == result["top1"] and numbers["val_top5"] == result["top5"]
     # the trained network exports: spnas export reads model.pt from the run directory
-    from spnas.export.exporter import read_child
+    from spnas.supernet.loading import read_child
 
     loaded = read_child(None, None, out)
     assert str(loaded.child.arch) == ARCH and "spnas-child-v1" in loaded.source

@@ -3,23 +3,20 @@
     spnas export 'k3e6 skip ... | ...' --checkpoint runs/x/supernet.pt --format onnx
     spnas export --checkpoint child.pt --format tflite --out child.tflite
 
-See :mod:`spnas.export.exporter` for what the files hold (inputs: NCHW for ONNX, NHWC for TFLite).
+See :mod:`spnas.exporting.exporter` for what the files hold (inputs: NCHW for ONNX, NHWC for TFLite).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
-from spnas.core.errors import SpnasError
-
-DEFAULT_SPACE = "spnas-cifar"
+from spnas.space import DEFAULT_SPACE
 
 
 def add_export_parser(sub) -> argparse.ArgumentParser:
     """Add the ``export`` subcommand to an argparse subparsers object (``spnas.cli.main.build_parser``)."""
-    from spnas.export.exporter import FORMATS, ONNX_OPSET
+    from spnas.exporting.exporter import FORMATS, ONNX_OPSET
 
     p = sub.add_parser(
         "export", help="write a child network with its weights as ONNX or TFLite",
@@ -47,43 +44,28 @@ def add_export_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def default_out(space_name: str, arch, fmt: str) -> Path:
-    """``<space>-<8 hex digits of the architecture string>.<fmt>`` in the current directory."""
-    digest = hashlib.sha256(str(arch).encode()).hexdigest()[:8]
-    return Path(f"{space_name}-{digest}.{fmt}")
-
-
 def cmd_export(args: argparse.Namespace) -> int:
-    from spnas.export.exporter import export_child, input_shape, read_child
+    from spnas.api import export
 
-    if args.format != "onnx" and args.dynamic_batch:
-        raise SpnasError("--dynamic-batch: the TFLite model has batch 1; use it with --format onnx")
-    space = args.space or (None if args.checkpoint is not None else DEFAULT_SPACE)
-    loaded = read_child(space, args.arch, args.checkpoint, args.num_classes)
-    child = loaded.child
-    out = args.out or default_out(child.space.name, child.arch, args.format)
-    options = {"opset": args.opset, "dynamic_batch": args.dynamic_batch} if args.format == "onnx" else {}
-    path = export_child(child, out, args.format, **options)
-
-    spec = child.space.spec
-    params = sum(p.numel() for p in child.parameters())
-    dims = [str(d) for d in input_shape(child, args.format)]
-    if args.format == "onnx":
+    outcome = export(args.arch, args.out, format=args.format, space=args.space, checkpoint=args.checkpoint,
+                     num_classes=args.num_classes, opset=args.opset, dynamic_batch=args.dynamic_batch)
+    dims = "x".join(str(d) for d in outcome.input_shape)
+    if outcome.format == "onnx":
         what = f"ONNX opset {args.opset}"
         layout = "NCHW" + (", batch dynamic" if args.dynamic_batch else "")
         batch = "N" if args.dynamic_batch else "1"
-        dims[0] = batch
     else:
         what = "TFLite float32"
         layout = "NHWC: transpose NCHW images with x.permute(0, 2, 3, 1)"
         batch = "1"
+    path = outcome.path
     print(f"wrote {path} ({what}, {path.stat().st_size / 1024:.1f} KiB)")
-    print(f"architecture: {child.arch}")
-    print(f"space: {child.space.name}, {spec.num_classes} classes")
-    print(f"weights: {loaded.source}")
-    if (args.num_classes is not None and loaded.checkpoint_classes is not None
-            and args.num_classes != loaded.checkpoint_classes):
-        print(f"note: --num-classes {args.num_classes} ignored: the checkpoint has {loaded.checkpoint_classes} classes")
-    print(f"params: {params} ({params / 1e6:.3f} M)")
-    print(f"input: 'input' float32 {'x'.join(dims)} ({layout}); output: 'logits' float32 {batch}x{spec.num_classes}")
+    print(f"architecture: {outcome.arch}")
+    print(f"space: {outcome.space}, {outcome.num_classes} classes")
+    print(f"weights: {outcome.weights}")
+    if (args.num_classes is not None and outcome.checkpoint_classes is not None
+            and args.num_classes != outcome.checkpoint_classes):
+        print(f"note: --num-classes {args.num_classes} ignored: the checkpoint has {outcome.checkpoint_classes} classes")
+    print(f"params: {outcome.params} ({outcome.params / 1e6:.3f} M)")
+    print(f"input: 'input' float32 {dims} ({layout}); output: 'logits' float32 {batch}x{outcome.num_classes}")
     return 0

@@ -1,6 +1,6 @@
 """``spnas profile`` and ``spnas latency``: measured tables, predictions, measurements, validation.
 
-Thin wrappers over :mod:`spnas.latency.profiling`, :mod:`spnas.latency.device` and :mod:`spnas.latency.validate`.
+Thin wrappers over :func:`spnas.profile`, :mod:`spnas.latency.device` and :mod:`spnas.latency.validate`.
 """
 
 from __future__ import annotations
@@ -8,43 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
-import yaml
-
+from spnas.cli.common import device_args, parse_device_options
 from spnas.core.errors import SpnasError
-
-
-def parse_device_options(items: list[str] | None) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs, values read as YAML scalars (``threads=2``, ``xnnpack=false``)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SpnasError(f"--device-option {item!r}: use KEY=VALUE, e.g. threads=2")
-        try:
-            out[key] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            out[key] = value
-    return out
-
-
-def device_args(p: argparse.ArgumentParser, default: str | None) -> None:
-    p.add_argument("--device", default=default, required=default is None,
-                   help="latency device: tflite, onnxruntime, android, flops, pixel1, ... (see 'spnas plugins')"
-                        + (" (default: %(default)s)" if default else ""))
-    p.add_argument("--device-table", metavar="FILE",
-                   help="use this latency table file (spnas format, e.g. from 'spnas profile'; for pixel1 also "
-                        "the authors' JSON) instead of the device's own")
-    p.add_argument("--device-option", action="append", metavar="KEY=VALUE",
-                   help="a device option, repeatable: threads=1, xnnpack=false, runs=30, rounds=1, processes=3, "
-                        "calibrate=3, cache=false")
-
-
-def make_device(name: str, options: dict[str, Any]):
-    from spnas.core.registry import get_registry
-
-    return get_registry().get("device", name)(**options)
 
 
 def add_latency_parsers(sub, space_arg) -> None:
@@ -75,47 +41,36 @@ def add_latency_parsers(sub, space_arg) -> None:
     p.set_defaults(func=cmd_latency)
 
 
-def table_from_args(args: argparse.Namespace, space):
-    """The latency table that ``--device``, ``--device-table`` and ``--device-option`` name."""
-    from spnas.latency.device import resolve_table
-
-    return resolve_table(args.device, space, args.device_table, **parse_device_options(args.device_option))
-
-
 def cmd_profile(args: argparse.Namespace) -> int:
-    from spnas.space.graph import SpaceGraph
-    from spnas.latency.profiling import MeasuredDevice
+    from spnas.api import profile
 
-    space = SpaceGraph.load(args.space)
-    device = make_device(args.device, parse_device_options(args.device_option))
-    if isinstance(device, MeasuredDevice):
-        table = device.latency_table(space, progress=not args.quiet)
-        print(f"cached: {device.cache_path(space)}")
-    else:
-        table = device.latency_table(space)
-    table.check_covers(space)
-    n = sum(len(row) for row in table.entries.values())
-    print(f"{args.device} table for {space.name}: {n} entries ({table.units}), overhead {table.overhead:.4g}")
+    outcome = profile(args.space, args.device, args.out, progress=not args.quiet,
+                      **parse_device_options(args.device_option))
+    table = outcome.table
+    if outcome.cached is not None:
+        print(f"cached: {outcome.cached}")
+    print(f"{args.device} table for {outcome.space}: {outcome.entries} entries ({table.units}), "
+          f"overhead {table.overhead:.4g}")
     print(f"runtime: {table.header.runtime} {table.header.runtime_version}; threads {table.header.threads}")
-    if args.out:
-        print(f"wrote {table.save(args.out)}")
+    if outcome.written is not None:
+        print(f"wrote {outcome.written}")
     return 0
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
-    from spnas.space.graph import SpaceGraph
-    from spnas.latency.runtime import RuntimeModel
+    from spnas.latency.device import make_device
+    from spnas.pipeline.search import load_space, resolve_runtime
 
-    space = SpaceGraph.load(args.space)
+    space = load_space(args.space)
     options = parse_device_options(args.device_option)
-    runtime = RuntimeModel(space, table_from_args(args, space))
+    runtime = resolve_runtime(space, args.device, args.device_table, options)
     if args.arch == "validate":
         return _validate(args, space, runtime, options)
     arch = space.parse(args.arch)
     print(f"architecture: {arch}")
     print(f"predicted latency: {runtime.predict(arch):.4f} {runtime.units} ({args.device})")
     if args.measure:
-        device = make_device(args.device, options)
+        device = make_device(args.device, **options)
         if not hasattr(device, "measure_network"):
             raise SpnasError(f"device {args.device} cannot measure a network; leave out --measure")
         t = device.measure_network(space, arch)
@@ -124,9 +79,10 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 
 def _validate(args, space, runtime, options) -> int:
+    from spnas.latency.device import make_device
     from spnas.latency.validate import scatter_plot, summary_lines, validate
 
-    device = make_device(args.device, options)
+    device = make_device(args.device, **options)
     if not hasattr(device, "measure_network"):
         raise SpnasError(f"device {args.device} cannot measure networks, so it cannot be validated here")
     result = validate(space, runtime, device, args.samples, seed=args.seed, progress=not args.quiet,

@@ -10,7 +10,6 @@ import argparse
 import dataclasses
 import os
 import sys
-import time
 import types
 from pathlib import Path
 from typing import Callable, Sequence
@@ -26,12 +25,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _space_arg(p: argparse.ArgumentParser, default: str | None = "spnas-cifar") -> None:
-    p.add_argument("--space", default=default, required=default is None,
-                   help="registered search space name or path to a YAML file (default: %(default)s)")
+    from spnas.cli.common import space_arg
+
+    space_arg(p, default)
 
 
 def _device_args(p: argparse.ArgumentParser, default: str | None = "tflite") -> None:
-    from spnas.cli.latency import device_args
+    from spnas.cli.common import device_args
 
     device_args(p, default)
 
@@ -63,7 +63,7 @@ def _add_search(sub, strategy_cls: type | None) -> None:
 
 
 def add_option_flags(group, options_cls: type) -> list[str]:
-    """One flag per field of a strategy's options dataclass (see :func:`spnas.search.strategy.option`);
+    """One flag per field of a strategy's options dataclass (see :func:`spnas.searching.strategy.option`);
     returns the option names. Unset flags stay None, so the dataclass defaults (and presets) apply."""
     import typing
 
@@ -79,7 +79,7 @@ def add_option_flags(group, options_cls: type) -> list[str]:
         if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None -> X
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         help_text = meta.get("help", "")
-        if meta.get("range_fraction"):  # parsed by spnas.search.target.parse_target_options, resolved with the table
+        if meta.get("range_fraction"):  # parsed by spnas.searching.target.parse_target_options, resolved with the table
             help_text += "; or a fraction of the space's range on the device, e.g. 40%% (lo + 0.4 (hi - lo))"
         if f.default is not None and f.default is not dataclasses.MISSING:
             help_text += " (default: %s)" % str(f.default).replace("%", "%%")
@@ -106,115 +106,34 @@ DEFAULT_STRATEGY = "single-path"
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    import torch
+    from spnas.cli.common import parse_device_options
+    from spnas.pipeline.search import run_search
+    from spnas.searching.target import describe_position
 
-    from spnas.data.datasets import load_data
-    from spnas.space.graph import SpaceGraph
-    from spnas.core.registry import get_registry
-    from spnas.core.runs import RunDir
-    from spnas.latency.runtime import RuntimeModel
-    from spnas.search.strategy import SearchContext
-
-    strategy_cls = get_registry().get("strategy", args.strategy)
     options = {k: getattr(args, f"opt_{k}") for k in getattr(args, "option_names", [])
                if getattr(args, f"opt_{k}") is not None}
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
-    from spnas.search.target import describe_position, parse_target_options, range_fraction_options, range_position
-
-    # the cost options as typed ('3.0', '40%'), recorded next to the absolute values they resolve to
-    given = {k: str(options[k]).strip() for k in range_fraction_options(strategy_cls.Options) if k in options}
-    # '--target 40%' is resolved once the latency table is known; a bad value fails now, before it is built
-    options, fractions = parse_target_options(strategy_cls.Options, options, _device_units(args))
-    strategy = strategy_cls.from_options(options)
-    if not 0 < args.val_fraction < 1:
-        raise SpnasError(f"--val-fraction {args.val_fraction} is not allowed; use a value in (0, 1)")
-    space = SpaceGraph.load(args.space)
-    data = load_data(args.data, space.spec.resolution, space.spec.in_chs, seed=0, val_fraction=args.val_fraction)
-    if data.num_classes != space.spec.num_classes:
-        space = SpaceGraph(dataclasses.replace(space.spec, num_classes=data.num_classes))
-    from spnas.cli.latency import table_from_args
-    from spnas.core.distributed import MainRun, device_of, from_env, per_rank_batch
-
-    accel = args.accelerator or ("cuda" if torch.cuda.is_available() else "cpu")
-    if accel == "cuda" and not torch.cuda.is_available():
-        raise SpnasError("--accelerator cuda: no CUDA device is available; use --accelerator cpu")
-    if args.loader_workers < 0:
-        raise SpnasError(f"--loader-workers {args.loader_workers} is not allowed; use >= 0")
-    d = from_env(accel)  # under torchrun: join the process group (else one process)
-    try:
-        batch = getattr(strategy.options, "batch_size", None)
-        if d.enabled and isinstance(batch, int):  # each rank loads batch / world_size images a step
-            d.from_main(lambda: per_rank_batch(d, batch))
-        # one latency table for every rank: rank 0 builds (or measures) it, the others receive it
-        runtime = RuntimeModel(space, d.from_main(lambda: table_from_args(args, space)))
-        if fractions:  # the same table on every rank: the same absolute values
-            strategy = strategy_cls.from_options({**options, **{k: f.resolve(runtime) for k, f in fractions.items()}})
-        targets = {k: getattr(strategy.options, k) for k in given}  # absolute, in the device's units
-        d.from_main(lambda: strategy.check(space, runtime))  # files it names need exist on rank 0's machine only
-        out = d.broadcast(args.out or Path("runs") / f"{args.strategy}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        opened: list[RunDir] = []
-
-        def open_run() -> None:  # rank 0 alone writes the run directory
-            opened.append(RunDir(out, resume=args.resume))
-            opened[0].write_config({
-                "command": "search", "strategy": args.strategy, "space": args.space, "space_name": space.name,
-                "device": args.device, "device_table": args.device_table, "device_options": args.device_option or [],
-                "data": args.data,
-                "val_fraction": args.val_fraction, "seed": args.seed, "accelerator": accel,
-                **({"processes": d.world_size, "backend": d.backend} if d.enabled else {}),
-                "options": dataclasses.asdict(strategy.options),
-                **{f"{k}_spec": text for k, text in given.items()}, "table_header": runtime.table.header,
-            })
-
-        d.from_main(open_run)
-        run = MainRun(opened[0] if opened else None, d, path=out)
-        ctx = SearchContext(space, data, runtime, run, seed=args.seed, accelerator=device_of(d, accel),
-                            resume=args.resume, progress=not args.quiet and d.is_main, dist=d,
-                            loader_workers=args.loader_workers)
-        start = time.perf_counter()
-        try:
-            result = strategy.search(ctx)
-        finally:
-            run.close()
-    finally:
-        from spnas.core.distributed import shutdown
-
-        shutdown(d)
-    if not d.is_main:
+    outcome = run_search(args.space, args.strategy, device=args.device, data=args.data, out=args.out,
+                         options=options, seed=args.seed, val_fraction=args.val_fraction, table=args.device_table,
+                         device_options=parse_device_options(args.device_option), accelerator=args.accelerator,
+                         loader_workers=args.loader_workers, resume=args.resume, progress=not args.quiet,
+                         report=not args.no_report, config={"device_options": args.device_option or []},
+                         default_out="runs/{strategy}-{space}-{time}")
+    if not outcome.main:  # rank 0 reports for every rank of a torchrun job
         return 0
-    data = result.to_dict()
-    # the search's own clock where it keeps one (sampling: without supernet training); else the
-    # wall time of strategy.search in this process (a resumed run: since the resume)
-    data.setdefault("search_seconds", round(time.perf_counter() - start, 3))
-    for k, text in given.items():  # the absolute value searched for, and what was typed
-        data.setdefault(k, targets[k])
-        data[f"{k}_spec"] = text
-    data.update(range_position(result.latency, runtime))
-    run.write_result(data)
+    result = outcome.result
     print(f"architecture: {result.arch}")
     print(f"predicted latency: {result.latency:.4f} {result.units} ({args.device}), "
-          f"{describe_position(result.latency, runtime)}")
+          f"{describe_position(result.latency, outcome.runtime)}")
     print(f"supernet val accuracy: {result.accuracy:.4f}")
     print(f"params: {result.params / 1e6:.3f} M, MACs: {result.macs / 1e6:.2f} M")
     if result.pareto_front:
         d = result.details
         print(f"evaluated {d.get('evaluations')} candidates ({d.get('stop_reason')}); "
               f"Pareto front: {len(result.pareto_front)} architectures (in result.yaml)")
-    print(f"run directory: {run.path}")
-    report = _write_report(run.path) if not args.no_report else None
-    if report is not None:
-        print(f"report: {report}")
+    print(f"run directory: {outcome.run_dir}")
+    if outcome.report is not None:
+        print(f"report: {outcome.report}")
     return 0
-
-
-def _device_units(args: argparse.Namespace) -> str | None:
-    """The units of ``--device`` for an error message, before its table is built (None if unknown)."""
-    from spnas.core.registry import get_registry
-
-    try:
-        return get_registry().get("device", args.device).units
-    except SpnasError:  # an unknown device is reported where the table is built
-        return None
 
 
 def _write_report(run_dir: Path) -> Path | None:
@@ -225,7 +144,6 @@ def _write_report(run_dir: Path) -> Path | None:
 
 
 def cmd_space_show(args: argparse.Namespace) -> int:
-    from spnas.space.arch import to_arch_def
     from spnas.space.graph import SpaceGraph
 
     space = SpaceGraph.load(args.name)
@@ -268,9 +186,11 @@ def cmd_arch(args: argparse.Namespace) -> int:
     print(f"params: {params} ({params / 1e6:.3f} M), MACs: {macs} ({macs / 1e6:.2f} M)")
     print(f"arch_def: {to_arch_def(arch, space)}")
     if args.device:
-        from spnas.cli.latency import table_from_args
+        from spnas.cli.common import parse_device_options
+        from spnas.latency.device import resolve_table
 
-        runtime = RuntimeModel(space, table_from_args(args, space))
+        runtime = RuntimeModel(space, resolve_table(args.device, space, args.device_table,
+                                                    **parse_device_options(args.device_option)))
         print(f"predicted latency: {runtime.predict(arch):.4f} {runtime.units} ({args.device})")
     return 0
 

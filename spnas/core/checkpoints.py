@@ -1,7 +1,7 @@
 """What a checkpoint file holds, declared by whoever writes it (the checkpoint-format hook).
 
 Every ``.pt`` file spnas writes is a dict with a ``format`` field (``spnas-supernet-v1``,
-``spnas-single-path-v1``, ...). :func:`spnas.export.exporter.read_child` (``spnas export``,
+``spnas-single-path-v1``, ...). :func:`spnas.supernet.loading.read_child` (``spnas export``,
 ``spnas eval``, ``spnas.export``) turns such a file into a child network without knowing any
 format by name: it asks the registry for the :class:`CheckpointFormat` of the file's ``format``.
 A strategy whose checkpoints hold a supernet registers one line in its plugin::

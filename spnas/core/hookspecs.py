@@ -32,7 +32,7 @@ def spnas_register_strategies(register: Register) -> None:
     """Register search strategies.
 
     Called once, when the registry is first used. Call ``register(name, cls)`` for each strategy;
-    ``cls`` is a :class:`spnas.search.strategy.Strategy` subclass, constructed with keyword options.
+    ``cls`` is a :class:`spnas.searching.strategy.Strategy` subclass, constructed with keyword options.
     ``name`` is what users pass to ``spnas search --strategy``.
     """
 

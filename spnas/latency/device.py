@@ -102,3 +102,11 @@ def is_spnas_table(data: Any) -> bool:
     """Whether parsed JSON claims to be an spnas table (it has a ``format`` field; a wrong one is
     then reported by :meth:`LatencyTable.from_dict` rather than handed to a device)."""
     return isinstance(data, dict) and "format" in data
+
+
+def make_device(name: str, **options: Any) -> Device:
+    """The registered device ``name`` with ``options`` (an unknown name lists the registered ones;
+    an unknown option lists the device's)."""
+    from spnas.core.registry import get_registry
+
+    return get_registry().get("device", name)(**options)

@@ -35,7 +35,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -46,9 +46,8 @@ from spnas.space.graph import SpaceGraph
 from spnas.core.runs import RunDir, atomic_write_text, dump_yaml, read_yaml
 from spnas.report.compare import RANDOM_ARCH, write_compare_report  # noqa: F401 (compare's API)
 from spnas.report.stats import aggregate
-from spnas.report.writer import try_write_report
 from spnas.latency.runtime import RuntimeModel
-from spnas.search.target import RangeFraction, parse_target, range_position, resolve_target
+from spnas.searching.target import RangeFraction, parse_target, range_position, resolve_target
 from spnas.training.train import TrainRecipe
 
 
@@ -101,8 +100,8 @@ class CompareOptions:
 def _strategy(name: str, opts: CompareOptions, supernet: Path | None):
     """The registered strategy ``name`` with the comparison's budget and constraint."""
     from spnas.core.registry import get_registry
-    from spnas.search.sampling import SamplingStrategy
-    from spnas.search.strategy import DifferentiableStrategy
+    from spnas.searching.sampling import SamplingStrategy
+    from spnas.searching.strategy import DifferentiableStrategy
 
     cls = get_registry().get("strategy", name)
     fields = {f.name for f in dataclasses.fields(cls.Options)}
@@ -144,8 +143,8 @@ def draw_random_archs(space: SpaceGraph, runtime: RuntimeModel, target: float | 
     Example:
         >>> draws = draw_random_archs(space, runtime, 0.8, 3, seed=0)  # doctest: +SKIP
     """
-    from spnas.search.sampling import Constraint
-    from spnas.search.target import WINDOW, check_target
+    from spnas.searching.sampling import Constraint
+    from spnas.searching.target import WINDOW, check_target
 
     constraint = Constraint()
     if target is not None:
@@ -259,33 +258,21 @@ class Comparison:
         return seconds
 
     def _search(self, seed: int, name: str) -> dict[str, Any]:
-        from spnas.search.strategy import SearchContext
+        from spnas.pipeline.search import run_search
 
         path = self.seed_dir(seed) / f"search-{name}"
         if (path / "result.yaml").is_file():
             return read_yaml(path / "result.yaml")
         strategy, _ = _strategy(name, self.opts, self.supernet_path(seed))
-        run, resume = self._stage(path)
-        run.write_config({"command": "compare/search", "strategy": name, "space": self.space.name,
-                          "options": dataclasses.asdict(strategy.options), "seed": seed,
-                          "table_header": self.runtime.table.header})
-        ctx = SearchContext(self.space, self.data, self.runtime, run, seed=seed,
-                            accelerator=self.accelerator, resume=resume, progress=self.progress)
-        start = time.perf_counter()
-        try:
-            result = strategy.search(ctx)
-        finally:
-            run.close()
-        out = result.to_dict()
-        out["search_seconds"] = round(time.perf_counter() - start, 3)
-        out.update(range_position(result.latency, self.runtime))  # as 'spnas search' records it
-        run.write_result(out)
-        try_write_report(run.path)  # the stage's own report; a failure costs only that
-        return out
+        resume = self.resume and (path / "checkpoint.pt").exists()
+        outcome = run_search(self.space, strategy, data=self.data, runtime=self.runtime, out=path, seed=seed,
+                             accelerator=self.accelerator.type, resume=resume, progress=self.progress,
+                             config={"command": "compare/search"}, seconds_from_start=True)
+        return outcome.record
 
     def _train(self, seed: int, name: str, arch: str) -> dict[str, Any]:
         """Train ``arch`` from scratch in the stage ``train-<name>`` of ``seed`` unless it is done."""
-        from spnas.training.train import train
+        from spnas.pipeline.train import run_train
 
         path = self.seed_dir(seed) / f"train-{name}"
         if (path / "result.yaml").is_file():
@@ -294,17 +281,10 @@ class Comparison:
                 raise SpnasError(f"{path}: trained {done.get('arch')!r}, not {arch!r} (were the latency table, "
                                  f"--target or the seed changed?); remove that directory or choose another --out")
             return done
-        run, resume = self._stage(path)
-        run.write_config({"command": "compare/train", "arch": arch, "space": self.space.name,
-                          "recipe": self.opts.recipe, "seed": seed})
-        try:
-            result = train(self.space, self.space.parse(arch), self.data, self.opts.recipe, run,
-                           seed=seed, device=self.accelerator, resume=resume, progress=self.progress)
-        finally:
-            run.close()
-        run.write_result(result)
-        try_write_report(run.path)  # the stage's own report; a failure costs only that
-        return result
+        resume = self.resume and (path / "checkpoint.pt").exists()
+        return run_train(arch, self.space, data=self.data, out=path, recipe=self.opts.recipe, seed=seed,
+                         accelerator=self.accelerator.type, resume=resume, progress=self.progress,
+                         config={"command": "compare/train"}).record
 
     def run(self) -> dict[str, Any]:
         """Every stage of every seed, then ``compare.yaml``, ``report.md`` and the plot; returns
@@ -417,3 +397,73 @@ def budget_notes(strategies: dict[str, tuple[Any, str]], opts: CompareOptions) -
     return notes
 
 
+
+
+@dataclass
+class CompareOutcome:
+    """A finished comparison: ``record`` is compare.yaml (``results``: one row per seed and strategy,
+    ``aggregate``: mean, std and every value over seeds), ``run_dir`` its directory (a temporary one
+    with ``out=None``, kept as long as this object)."""
+
+    record: dict[str, Any]
+    run_dir: Path
+    _tmp: Any = field(default=None, repr=False)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self.record["results"]
+
+    @property
+    def aggregate(self) -> list[dict[str, Any]]:
+        return self.record["aggregate"]
+
+    @property
+    def report(self) -> Path:
+        return self.run_dir / "report.md"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.record)
+
+    def __repr__(self) -> str:
+        means = ", ".join(f"{a['strategy']}={a['top1_mean']:.4f}" for a in self.aggregate)
+        return f"CompareOutcome({means}, run_dir='{self.run_dir}')"
+
+
+def run_compare(strategies: Sequence[str] | str = CompareOptions.strategies, space: SpaceGraph | str | Path = "spnas-cifar",
+                *, device: str = "tflite", data: DataSplit | str = "digits", target: float | str | None = None,
+                out: str | Path | None = None, seeds: Sequence[int] | int = (0,), supernet_epochs: int = 8,
+                evaluations: int = 100, random_archs: int = 3, measure: bool = True,
+                recipe: TrainRecipe | str | None = None, table: Any = None,
+                device_options: Mapping[str, Any] | None = None, val_fraction: float = 0.2,
+                accelerator: str | None = None, resume: bool = False, progress: bool = False,
+                **recipe_options: Any) -> CompareOutcome:
+    """Run a comparison; see :func:`spnas.compare`."""
+    import tempfile
+
+    from spnas.latency.device import make_device
+    from spnas.pipeline.search import accelerator_name, load_space, prepare_data, resolve_runtime
+    from spnas.pipeline.train import make_recipe
+
+    if isinstance(strategies, str):
+        strategies = tuple(n.strip() for n in strategies.split(",") if n.strip())
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise SpnasError(f"--seeds {seeds}: a count must be >= 1")
+        seeds = tuple(range(seeds))
+    opts = CompareOptions(strategies=tuple(strategies), target=target, supernet_epochs=supernet_epochs,
+                          evaluations=evaluations, recipe=make_recipe(recipe, **recipe_options), seeds=tuple(seeds),
+                          random_archs=random_archs, measure=measure)
+    graph, data = prepare_data(load_space(space), data, val_fraction)
+    runtime = resolve_runtime(graph, device, table, device_options)
+    dev = make_device(device, **dict(device_options or {})) if measure else None
+    accel = accelerator_name(accelerator)
+    tmp = tempfile.TemporaryDirectory(prefix="spnas-compare-") if out is None else None
+    out = Path(tmp.name if tmp else out)
+    try:
+        record = Comparison(graph, data, runtime, dev, out, opts, accelerator=accel, resume=resume,
+                            progress=progress).run()
+    except BaseException:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
+    return CompareOutcome(record, out, _tmp=tmp)

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from spnas.space.arch import Architecture, Op
-from spnas.search.target import WINDOW
+from spnas.searching.target import WINDOW
 
 #: one hue per kernel size (Fig. 5 colours each kernel; lightness tells the expansion apart)
 KERNEL_COLOURS = {3: "#1f77b4", 5: "#d62728", 7: "#2ca02c", 9: "#9467bd", 11: "#ff7f0e"}

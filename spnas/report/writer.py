@@ -8,7 +8,7 @@ gets the parts that can be made and a note for each missing one, never a traceba
 
 The kind of run decides what the report shows: a ``spnas compare`` directory, a ``spnas train``
 run, or a search. A search's report is built by its strategy: the registered strategy class's
-``report(run, report)`` (:attr:`spnas.search.strategy.Strategy.report`; single-path's draws the
+``report(run, report)`` (:attr:`spnas.searching.strategy.Strategy.report`; single-path's draws the
 paper's figures), else the default of its kind (:func:`build_sampling` for a sampling strategy,
 :func:`build_search` for any other). A plugin strategy builds its own with the helpers here
 (:func:`search_facts`, :func:`add_plot`, :func:`architecture_plot`, :func:`superkernel_plot`,
@@ -147,7 +147,7 @@ def strategy_of(run: RunFiles) -> Any:
 
 def _builder(run: RunFiles) -> tuple[str, Builder]:
     """The kind of ``run`` and the function that builds its report."""
-    from spnas.search.sampling import SamplingStrategy
+    from spnas.searching.sampling import SamplingStrategy
 
     if _is_train(run):
         return "train", build_train
@@ -335,8 +335,8 @@ def arch_block(run: RunFiles, report: Report, heading: str = "Architecture") -> 
 
 
 def _constraint(opts: dict) -> tuple[float, float] | None:
-    """The sampling constraint from the resolved options (as :meth:`spnas.search.sampling.Constraint.from_options`)."""
-    from spnas.search.target import WINDOW
+    """The sampling constraint from the resolved options (as :meth:`spnas.searching.sampling.Constraint.from_options`)."""
+    from spnas.searching.target import WINDOW
 
     if num(opts.get("target")) is not None:
         return (1 - WINDOW) * opts["target"], float(opts["target"])

@@ -17,7 +17,7 @@ from spnas.space.graph import SpaceGraph
 from spnas.core.registry import get_registry
 from spnas.core.runs import RunDir
 from spnas.latency.runtime import RuntimeModel
-from spnas.search.sampling import EVALUATED, Constraint, Driver
+from spnas.searching.sampling import EVALUATED, Constraint, Driver
 from spnas.testing import synthetic_objective
 
 TPE_STUDY = "spnas-optuna-tpe-spnas-cifar-seed0"  # the default study names at seed 0

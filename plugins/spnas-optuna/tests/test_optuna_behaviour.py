@@ -14,7 +14,7 @@ from optuna_helpers import best_accuracy, cifar, drive, make  # noqa: E402
 
 from spnas.core.errors import SpnasError  # noqa: E402
 from spnas.core.runs import RunDir  # noqa: E402
-from spnas.search.sampling import DUPLICATE, EVALUATED, INFEASIBLE, Constraint, Trial  # noqa: E402
+from spnas.searching.sampling import DUPLICATE, EVALUATED, INFEASIBLE, Constraint, Trial  # noqa: E402
 from spnas_optuna.study import param_name  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def test_nsga2_front_is_non_dominated_and_agrees_with_the_study():
 
 def test_search_reports_the_studys_best_trials(tmp_path):
     """End to end (tiny space, one supernet epoch): result.yaml's details describe the study."""
-    from spnas.search.strategy import SearchContext
+    from spnas.searching.strategy import SearchContext
     from spnas.testing import tiny_setup
 
     space, runtime, data = tiny_setup()

@@ -27,7 +27,7 @@ from spnas.latency.device import resolve_table  # noqa: E402
 from spnas.core.errors import SpnasError  # noqa: E402
 from spnas.space.graph import SpaceGraph  # noqa: E402
 from spnas.latency.runtime import RuntimeModel  # noqa: E402
-from spnas.search.sampling import EVALUATED, Constraint, Trial  # noqa: E402
+from spnas.searching.sampling import EVALUATED, Constraint, Trial  # noqa: E402
 from spnas_optuna.study import CLAIMED, OPEN_TRIES, REUSED, YIELDED, OptunaStrategy  # noqa: E402
 
 SPACE = """\

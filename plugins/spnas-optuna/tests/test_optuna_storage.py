@@ -15,7 +15,7 @@ from optuna_helpers import NSGA2_STUDY, TPE_STUDY, cifar, drive, make, sqlite_ur
 
 from spnas.core.errors import SpnasError  # noqa: E402
 from spnas.core.runs import RunDir, load_checkpoint  # noqa: E402
-from spnas.search.sampling import EVALUATED  # noqa: E402
+from spnas.searching.sampling import EVALUATED  # noqa: E402
 from spnas.testing import InterruptingRun  # noqa: E402
 from spnas_optuna.study import REUSED, param_name  # noqa: E402
 
@@ -135,7 +135,7 @@ def test_resume_of_a_batched_run(tmp_path, stored):
     """Under torchrun the driver asks a batch of candidates before telling them; resuming such a
     run passes the recorded order of asks and tells to replay (in memory: an exact replay; with a
     storage: the study is reloaded), and the search goes on without evaluating anything twice."""
-    from spnas.search.sampling import Constraint, Driver
+    from spnas.searching.sampling import Constraint, Driver
 
     space, runtime, objective = cifar()
     options = {"evaluations": 12, "startup_trials": 3}

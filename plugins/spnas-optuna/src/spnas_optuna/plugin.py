@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import optuna
 
 from spnas.core.hookspecs import hookimpl
-from spnas.search.strategy import check_options, option
+from spnas.searching.strategy import check_options, option
 from spnas_optuna.study import OptunaOptions, OptunaStrategy, constraint_violation
 
 

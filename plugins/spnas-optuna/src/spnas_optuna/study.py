@@ -82,8 +82,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from spnas.space.arch import Architecture
 from spnas.core.errors import SpnasError
-from spnas.search.sampling import EVALUATED, INFEASIBLE, SamplingOptions, SamplingStrategy, Trial
-from spnas.search.strategy import check_options, option
+from spnas.searching.sampling import EVALUATED, INFEASIBLE, SamplingOptions, SamplingStrategy, Trial
+from spnas.searching.strategy import check_options, option
 
 #: ``status`` of an Optuna trial told the stored accuracy of an architecture the study evaluated before
 REUSED = "reused"

@@ -32,12 +32,12 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 from spnas.space.arch import Architecture
 from spnas.core.errors import SpnasError
-from spnas.search.evaluator import Evaluate
+from spnas.searching.evaluator import Evaluate
 from spnas.space.graph import SpaceGraph
 from spnas.core.runs import RunDir
 from spnas.latency.runtime import RuntimeModel
-from spnas.search.strategy import SearchContext, SearchResult, Strategy, check_options, option
-from spnas.search.target import WINDOW
+from spnas.searching.strategy import SearchContext, SearchResult, Strategy, check_options, option
+from spnas.searching.target import WINDOW
 
 CHECKPOINT_FORMAT = "spnas-sampling-v1"
 EVALUATED, DUPLICATE, INFEASIBLE = "evaluated", "duplicate", "infeasible"
@@ -225,7 +225,7 @@ class SamplingStrategy(Strategy):
 
     def search(self, ctx: SearchContext) -> SearchResult:
         """Train (or load) the shared supernet, then drive ask/tell until the budget is spent."""
-        from spnas.search.evaluator import SupernetEvaluator
+        from spnas.searching.evaluator import SupernetEvaluator
         from spnas.training.oneshot import UniformTraining, load_supernet, train_uniform
 
         from spnas.supernet.builder import Supernet

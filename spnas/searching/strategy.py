@@ -42,6 +42,11 @@ class SearchContext:
     #: data-loader worker processes for the training data (0: load in the training process)
     loader_workers: int = 0
 
+    def __post_init__(self) -> None:
+        if self.run is None:
+            raise SpnasError("SearchContext: run is None; give a spnas.core.runs.RunDir, or call "
+                             "spnas.search(..., out=None), which runs in a temporary directory")
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -90,7 +95,7 @@ def option(default: Any, help: str = "", *, choices: tuple | None = None, metava
     keeps an option out of the command line (it can still be set from Python).
     ``range_fraction=True`` marks a cost in the device's units (a ``float | None`` field) that the
     command line also takes as ``P%`` of the space's range on the device; the caller resolves it
-    to device units once the latency table is known (:func:`spnas.search.target.parse_target_options`),
+    to device units once the latency table is known (:func:`spnas.searching.target.parse_target_options`),
     so the field always holds the absolute value.
     """
     return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar, "cli": cli,
@@ -128,14 +133,14 @@ class Strategy:
             raise SpnasError(
                 f"strategy {cls.name}: unknown option(s) {', '.join(unknown)}; allowed: {', '.join(sorted(fields))}"
             )
-        from spnas.search.target import parse_target_options
+        from spnas.searching.target import parse_target_options
 
         # costs given as text ('3.0') become floats; 'P%' needs the latency table, which the caller holds
         values, fractions = parse_target_options(cls.Options, values)
         if fractions:
             name, fraction = next(iter(fractions.items()))
             raise SpnasError(f"strategy {cls.name}: {flag_name(name)} {fraction} is a fraction of the space's range; "
-                             f"resolve it first with spnas.search.target.resolve_target(value, runtime), as 'spnas search' does")
+                             f"resolve it first with spnas.searching.target.resolve_target(value, runtime), as 'spnas search' does")
         return cls(cls.Options(**values))
 
     def check(self, space: SpaceGraph, runtime: RuntimeModel) -> None:

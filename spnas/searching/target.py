@@ -12,7 +12,7 @@ Two parts (see docs/superkernel.md, "Target-latency mode"):
    have to change, and a multiple-choice knapsack over the table costs picks the best total score
    (exact dynamic programming over a fine cost grid, then an exact re-check).
 
-A target (and any option marked ``range_fraction`` in :func:`spnas.search.strategy.option`) is given in
+A target (and any option marked ``range_fraction`` in :func:`spnas.searching.strategy.option`) is given in
 the device's units (``--target 3.0``) or as a fraction of the space's range on the device
 (``--target 40%``: ``T = lo + 0.40 (hi - lo)`` with ``lo, hi = RuntimeModel.bounds()``).
 :func:`parse_target` reads the text before anything is measured; :func:`resolve_target` turns a

@@ -2,7 +2,7 @@
 
 The graph holds specs; this builder makes Keras layers from them, as :mod:`spnas.supernet.builder` makes
 PyTorch modules, with the same structure, so that weights carry over one to one
-(:mod:`spnas.export.exporter`) and a layer timed alone is the layer that runs inside the network:
+(:mod:`spnas.exporting.exporter`) and a layer timed alone is the layer that runs inside the network:
 
 * conv (stem, head): Conv2D (no bias), BatchNormalization, ReLU/ReLU6;
 * MBConv: [1x1 Conv2D, BN, act] (absent at expansion 1), DepthwiseConv2D, BN, act, 1x1 Conv2D,
@@ -115,7 +115,7 @@ def layer_model(space: SpaceGraph, layer: LayerNode, op: Op | None = None, batch
 
 
 def child_model(space: SpaceGraph, arch: Architecture, batch: int = 1) -> Any:
-    """The Keras model of ``arch``'s child network (random weights; see :mod:`spnas.export.exporter`)."""
+    """The Keras model of ``arch``'s child network (random weights; see :mod:`spnas.exporting.exporter`)."""
     keras = import_keras()
     arch = space.validate(arch)
     spec = space.spec

@@ -1,1 +1,0 @@
-"""spnas.search."""

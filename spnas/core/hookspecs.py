@@ -57,7 +57,7 @@ def spnas_register_datasets(register: Register) -> None:
     """Register data sets: ``register(name, factory)``.
 
     ``factory(arg, resolution, in_chs, seed, val_fraction)`` returns a
-    :class:`spnas.data.datasets.DataSplit` (train and validation sets of ``(CHW float tensor, label)``,
+    :class:`spnas.data.split.DataSplit` (train and validation sets of ``(CHW float tensor, label)``,
     the class count, and optionally a ``test`` set, ``hflip`` when horizontal flips keep labels,
     and the per-channel ``mean``/``std`` used); ``arg`` is the text after ``name:`` in
     ``--data name:arg`` (``None`` when absent). See docs/data.md.

@@ -1,7 +1,11 @@
 """Device ``pixel1``: the Single-Path NAS authors' per-layer runtime model of the Google Pixel 1.
 
 The authors publish it in their repository (dstamoulis/single-path-nas,
-``nas-search/pixel1_runtime_model.json``, Apache-2.0); spnas does not ship it, it imports it.
+``nas-search/pixel1_runtime_model.json``, Apache-2.0). spnas ships that file unchanged as package
+data (``devices/data/pixel1_runtime_model.json``, source and licence in ``devices/data/NOTICE.md``),
+so ``--device pixel1`` works out of the box; ``--device-table``, ``SPNAS_PIXEL1_TABLE`` or a user
+copy made with ``spnas device import pixel1 PATH`` take precedence (another phone's table in the
+same format, for example).
 Their format: keys ``"0"`` .. ``"21"`` are the 22 MBConv layers of the paper's ImageNet space
 (``spnas-imagenet``) in network order, each with ``"0"`` = k3e3, ``"1"`` = k3e6, ``"2"`` = k5e3,
 ``"3"`` = k5e6, in milliseconds (TFLite float32, one thread). Layers ``"0"`` and ``"21"`` are the
@@ -33,12 +37,15 @@ AUTHORS_OPS = {"0": "k3e3", "1": "k3e6", "2": "k5e3", "3": "k5e6"}
 #: the authors' constant for the stem, MBConvs "0" and "21", the head conv, pooling and classifier
 FIXED_MS = 19.5999
 ENV_VAR = "SPNAS_PIXEL1_TABLE"
+#: the authors' file, shipped with spnas (devices/data/NOTICE.md)
+SHIPPED_TABLE = Path(__file__).resolve().parent / "data" / "pixel1_runtime_model.json"
 SOURCE = ("dstamoulis/single-path-nas nas-search/pixel1_runtime_model.json (commit 21c1f3e, Apache-2.0); "
           "measured k3e3 column (not the authors' R(k5,e3)*R(k3,e6)/R(k5,e6) estimate); "
           "identical layers of a stage kept per position as <signature>#<n>, their mean under <signature>")
 NO_TABLE = (
-    "pixel1: no runtime table; pass --device-table PATH/TO/pixel1_runtime_model.json, set "
-    f"{ENV_VAR}=PATH, or run 'spnas device import pixel1 PATH' once (the file is in the authors' "
+    f"pixel1: no runtime table: the shipped {SHIPPED_TABLE.name} is missing from this installation "
+    f"({SHIPPED_TABLE.parent}); reinstall spnas, or pass --device-table PATH/TO/pixel1_runtime_model.json, "
+    f"set {ENV_VAR}=PATH, or run 'spnas device import pixel1 PATH' once (the file is in the authors' "
     "repository dstamoulis/single-path-nas, nas-search/pixel1_runtime_model.json)"
 )
 
@@ -134,13 +141,16 @@ class Pixel1Device(Device):
     option_names = ("path",)
 
     def locate(self) -> tuple[Path, str]:
-        """The table file and how it was found (option ``path``, the env var, the user copy)."""
+        """The table file and how it was found: option ``path``, the env var, the user copy, or the
+        table shipped with spnas."""
         if self.options.get("path") is not None:
             path, how = Path(self.options["path"]), "--device-table"
         elif os.environ.get(ENV_VAR):
             path, how = Path(os.environ[ENV_VAR]).expanduser(), ENV_VAR
         elif user_table_path().is_file():
             return user_table_path(), "user copy"
+        elif SHIPPED_TABLE.is_file():
+            return SHIPPED_TABLE, "shipped with spnas"
         else:
             raise SpnasError(NO_TABLE)
         if not path.is_file():

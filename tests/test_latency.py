@@ -185,14 +185,21 @@ def test_device_rejects_unknown_options():
 
 
 # --- pixel1 --------------------------------------------------------------------------------
-def test_pixel1_without_table_says_what_to_do(no_user_table, imagenet):
+def test_pixel1_defaults_to_the_shipped_table(no_user_table, imagenet, pixel1_json):
+    """Without a file, env var or user copy the device reads the authors' file shipped with spnas:
+    the same table as importing that file explicitly."""
+    device = pixel1.Pixel1Device()
+    assert device.locate() == (pixel1.SHIPPED_TABLE, "shipped with spnas")
+    assert device.latency_table(imagenet).entries == pixel1.read_table(pixel1_json).entries
+    assert "shipped with spnas" in device.describe()
+
+
+def test_pixel1_without_the_shipped_table_says_what_to_do(no_user_table, imagenet, monkeypatch, tmp_path):
+    monkeypatch.setattr(pixel1, "SHIPPED_TABLE", tmp_path / "pixel1_runtime_model.json")
     with pytest.raises(SpnasError) as err:
         pixel1.Pixel1Device().latency_table(imagenet)
-    assert str(err.value) == (
-        "pixel1: no runtime table; pass --device-table PATH/TO/pixel1_runtime_model.json, set "
-        "SPNAS_PIXEL1_TABLE=PATH, or run 'spnas device import pixel1 PATH' once (the file is in the "
-        "authors' repository dstamoulis/single-path-nas, nas-search/pixel1_runtime_model.json)"
-    )
+    assert str(err.value).startswith("pixel1: no runtime table: the shipped pixel1_runtime_model.json is missing")
+    assert "--device-table" in str(err.value) and "spnas device import pixel1 PATH" in str(err.value)
     assert "no table yet" in pixel1.Pixel1Device().describe()
 
 

@@ -116,10 +116,11 @@ def test_bad_comparisons_are_refused_before_any_work(tmp_path, capsys, args, mes
 
 def _digits_npz(path):
     """A small digits set with a test part (so that trainings report test top-1), quick to train on."""
-    from sklearn.datasets import load_digits
+    from spnas.data.datasets import DIGITS_FILE
+    from spnas.data.formats import read_npz
 
-    digits = load_digits()
-    x, y = (digits.images * (255 / 16)).astype(np.uint8), digits.target
+    images, y, _ = read_npz(DIGITS_FILE)
+    x = (images[:, 0].astype(np.float64) * (255 / 16)).astype(np.uint8)
     np.savez(path, x=x[:300], y=y[:300], x_test=x[300:400], y_test=y[300:400])
     return path
 

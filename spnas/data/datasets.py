@@ -1,7 +1,8 @@
 """Data sets for search and training, registered through the data-set hook.
 
-``--data digits`` (the default) is scikit-learn's 8x8 digits, embedded in scikit-learn, so a
-search needs no download. The others read files the user already has; spnas never downloads:
+``--data digits`` (the default) is the 8x8 digits of scikit-learn and the UCI repository, shipped
+with spnas as ``spnas/data/digits.npz`` (45 kB; source and licence in ``spnas/data/NOTICE.md``),
+so a search needs no download and no scikit-learn. The others read files the user already has; spnas never downloads:
 
 - ``imagefolder:DIR``: one sub-directory per class (needs Pillow);
 - ``cifar10:DIR``: the python version of CIFAR-10 (``data_batch_1..5``, ``test_batch``);
@@ -35,24 +36,26 @@ from spnas.core.errors import SpnasError
 from spnas.core.hookspecs import hookimpl
 from spnas.data.split import DataSplit, _split_indices, _to_input
 
+#: the embedded default data set (spnas/data/NOTICE.md: source and licence)
+DIGITS_FILE = Path(__file__).resolve().parent / "digits.npz"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 STATS_SAMPLE = 512  # imagefolder: training images read for the mean and std (evenly spaced)
 
 
 def load_digits(arg: str | None, resolution: int, in_chs: int, seed: int = 0,
                 val_fraction: float = 0.2) -> DataSplit:
-    """scikit-learn's digits (1,797 8x8 grey images, 10 classes), normalised with train statistics.
+    """The 8x8 digits (1,797 grey images with values 0..16, 10 classes), normalised with train statistics.
 
+    Read from the shipped ``digits.npz`` by the npz reader (:func:`spnas.data.formats.read_npz`).
     Eager (1,797 small images), and normalised with one mean and std over all channels of the
     resized images, as before the other data sets came.
     """
-    from sklearn.datasets import load_digits as _load
+    from spnas.data.formats import read_npz
 
     if arg:
         raise SpnasError(f"--data digits takes no argument; got 'digits:{arg}'")
-    bunch = _load()
-    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = np.asarray(bunch.target, dtype=np.int64)
+    x, labels, _ = read_npz(DIGITS_FILE)
+    images = torch.from_numpy(x).to(torch.float32) / 16.0  # (N, 1, 8, 8), values 0..16 as stored
     train_idx, val_idx = _split_indices(labels, val_fraction, seed)
     images = _to_input(images, resolution, in_chs)
     mean, std = images[train_idx].mean(), images[train_idx].std()
@@ -120,7 +123,7 @@ def load_imagefolder(arg: str | None, resolution: int, in_chs: int, seed: int = 
     try:
         import PIL  # noqa: F401
     except ImportError:
-        raise SpnasError("--data imagefolder needs Pillow: pip install pillow") from None
+        raise SpnasError("--data imagefolder needs Pillow: pip install 'spnas[images]' (or pillow)") from None
     root = Path(arg)
     if not root.is_dir():
         raise SpnasError(f"{root}: no such directory (--data imagefolder:DIR)")

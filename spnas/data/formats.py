@@ -223,14 +223,9 @@ def _npz_labels(y: np.ndarray, n: int, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def load_npz(arg: str | None, resolution: int, in_chs: int, seed: int = 0,
-             val_fraction: float = 0.2) -> DataSplit:
-    """A ``.npz`` of ``x`` and ``y`` (split into train and val) and, optionally, ``x_test`` and ``y_test``."""
-    if not arg:
-        raise SpnasError(f"--data npz needs a file: --data npz:FILE; {NPZ_HINT}")
-    path = Path(arg)
-    if not path.is_file():
-        raise SpnasError(f"{path}: no such file (--data npz:FILE, a NumPy .npz with arrays x and y)")
+def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """The checked arrays of a ``.npz``: images (N, C, H, W), labels (int64) and the optional test
+    part; loaded with ``allow_pickle=False`` (an object array cannot run code)."""
     try:
         loaded = np.load(path, allow_pickle=False)  # no object arrays: unpickling would run code
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -255,8 +250,18 @@ def load_npz(arg: str | None, resolution: int, in_chs: int, seed: int = 0,
             raise SpnasError(f"{path}: x_test images are {xt.shape[1:]} (C, H, W), x images {x.shape[1:]}; "
                              "they must match")
         test = (xt, _npz_labels(arrays["y_test"], len(xt), f"{path}: y_test"))
+    return x, y, test
+
+
+def load_npz(arg: str | None, resolution: int, in_chs: int, seed: int = 0,
+             val_fraction: float = 0.2) -> DataSplit:
+    """A ``.npz`` of ``x`` and ``y`` (split into train and val) and, optionally, ``x_test`` and ``y_test``."""
+    if not arg:
+        raise SpnasError(f"--data npz needs a file: --data npz:FILE; {NPZ_HINT}")
+    path = Path(arg)
+    if not path.is_file():
+        raise SpnasError(f"{path}: no such file (--data npz:FILE, a NumPy .npz with arrays x and y)")
+    x, y, test = read_npz(path)
     num_classes = int(max(y.max(initial=0), test[1].max(initial=0) if test else 0)) + 1
     return _array_split(f"npz:{path}", x, y, resolution=resolution, in_chs=in_chs, seed=seed,
                         val_fraction=val_fraction, num_classes=num_classes, hflip=False, test=test)
-
-

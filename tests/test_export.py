@@ -320,6 +320,27 @@ def test_cli_tflite_from_supernet(tmp_path, capsys):
     print(f"tflite (cli, supernet): relative error {err:.2e}")
 
 
+@needs_onnx
+def test_cli_export_of_a_run_directory_reads_its_architecture(tmp_path, capsys):
+    """``spnas export --checkpoint RUN_DIR``: the architecture comes from the run's result.yaml, the
+    weights from its supernet; the same as naming the architecture."""
+    import yaml
+
+
+    space = SpaceGraph.load("tiny")
+    run = tmp_path / "run"
+    run.mkdir()
+    save_supernet(run / "supernet.pt", _supernet(space, seed=5), "single-path")
+    (run / "result.yaml").write_text(yaml.safe_dump({"strategy": "single-path", "space": "tiny", "arch": TINY_ARCH_2}))
+    args = _parse(["export", "--checkpoint", str(run), "--format", "onnx", "--out", str(tmp_path / "a.onnx")])
+    assert cmd_export(args) == 0
+    assert f"architecture: {space.parse(TINY_ARCH_2)}" in capsys.readouterr().out
+    args = _parse(["export", TINY_ARCH_2, "--checkpoint", str(run), "--format", "onnx", "--out", str(tmp_path / "b.onnx")])
+    assert cmd_export(args) == 0
+    x = inputs(load_child(space, TINY_ARCH_2))
+    assert np.array_equal(run_onnx(str(tmp_path / "a.onnx"), x), run_onnx(str(tmp_path / "b.onnx"), x))
+
+
 def test_cli_errors(tmp_path):
     with pytest.raises(SystemExit) as info:  # --format is required; argparse's one line, exit 2
         _parse(["export", TINY_ARCH])

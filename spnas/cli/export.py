@@ -25,7 +25,7 @@ def add_export_parser(sub) -> argparse.ArgumentParser:
                     "untrained initialization, as ONNX (input NCHW) or TFLite (input NHWC).")
     p.add_argument("arch", nargs="?", metavar="ARCH",
                    help="architecture string, e.g. 'k3e3 k5e6 | skip k3e6 ...' (not needed with a child-network "
-                        "checkpoint, which holds its own)")
+                        "checkpoint, which holds its own, nor with a search's run directory: its result.yaml names it)")
     p.add_argument("--space", default=None,
                    help=f"registered search space name or path to a YAML file (default: the checkpoint's space, "
                         f"else {DEFAULT_SPACE})")

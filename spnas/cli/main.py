@@ -45,8 +45,10 @@ def _add_search(sub, strategy_cls: type | None) -> None:
     _device_args(p)
     p.add_argument("--data", default="digits", help="data set: digits (embedded), cifar10:DIR, idx:DIR (MNIST format), "
                    "npz:FILE or imagefolder:DIR; spnas never downloads (see docs/data.md) (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, the data order and the strategy's "
+                   "draws; the same seed gives the same search on CPU (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="part of the training data held out for "
+                   "validation, a stratified split fixed by the data, not --seed (default: %(default)s)")
     p.add_argument("--out", type=Path, help="run directory (default: runs/<strategy>-<space>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--accelerator", choices=["cpu", "cuda"], help="where training runs (default: cuda if available); "
@@ -155,8 +157,11 @@ def cmd_space_show(args: argparse.Namespace) -> int:
     for l in space.layers:
         choices = " ".join(str(op) for op in l.ops) if l.ops else "-"
         tag = "*" if l.searchable else " "
-        print(f"{tag}{l.name:<13}{l.kind:<11}{l.in_chs:>4}x{l.in_res:<5} -> {l.out_chs:>4}x{l.out_res:<5}"
-              f"{l.stride:>2}  {choices}")
+        if l.kind == "classifier":  # global pooling, then a linear layer: vectors, not feature maps
+            shapes = f"{l.in_chs:>4}x{l.in_res:<5} -> {l.out_chs:>4}{'':<6}"
+        else:
+            shapes = f"{l.in_chs:>4}x{l.in_res:<5} -> {l.out_chs:>4}x{l.out_res:<5}"
+        print(f"{tag}{l.name:<13}{l.kind:<11}{shapes}{l.stride:>2}  {choices}")
     lo, hi = space.cost(space.smallest()), space.cost(space.largest())
     print(f"searchable layers: {space.num_searchable} (stages of {list(space.stage_sizes)}); "
           f"architectures: {space.size} ({float(space.size):.4g})")

@@ -25,6 +25,21 @@ def default_out(space_name: str, arch: Any, fmt: str) -> Path:
     return Path(f"{space_name}-{digest}.{fmt}")
 
 
+def _arch_of_run(path: Path) -> str | None:
+    """The architecture in ``result.yaml`` of a search's run directory (None for anything else: a
+    child checkpoint holds its own, a supernet needs one named)."""
+    from spnas.core.runs import read_yaml
+
+    result = path / "result.yaml" if path.is_dir() else None
+    if result is None or not result.is_file() or (path / "model.pt").is_file():
+        return None
+    try:
+        data = read_yaml(result)
+    except SpnasError:
+        return None
+    return data.get("arch") if isinstance(data, dict) and isinstance(data.get("arch"), str) else None
+
+
 @dataclass(frozen=True)
 class ExportOutcome:
     """An exported network: the file, what it holds and how to feed it."""
@@ -65,6 +80,8 @@ def run_export(model: Any = None, out: str | Path | None = None, *, format: str 
             arch = model
         if isinstance(arch, Architecture):
             arch = str(arch)
+        if arch is None and checkpoint is not None:  # a search's run directory names its architecture
+            arch = _arch_of_run(Path(checkpoint))
         where = space if space is not None else (None if checkpoint is not None else DEFAULT_SPACE)
         graph = load_space(where) if where is not None else None
         loaded = read_child(graph, arch, checkpoint, num_classes)

@@ -176,6 +176,10 @@ def test_compare_over_seeds_with_random_architectures(tmp_path):
     assert "| strategy | n | top-1 mean ± std | every value | test top-1 mean ± std |" in report
     assert f"| random | 2 | {r['top1_mean']:.4f} ± {r['top1_std']:.4f} |" in report
     assert "| 1 | random-arch #2 | `" in report and "One seed proves no ranking" not in report
+    # every trained network's test top-1 is in the per-seed table too
+    first = next(row for row in rows if row["strategy"] == "random" and row["seed"] == 0)
+    assert "| top-1 | top-5 | test top-1 | search (s) |" in report
+    assert f"| {first['top1']:.4f} | {first['top5']:.4f} | {first['test_top1']:.4f} |" in report
     assert (out / "plots" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # resume after one stage's result is lost: that stage alone runs again
     victim = out / "seed-1" / "train-random-arch-2" / "result.yaml"

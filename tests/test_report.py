@@ -251,3 +251,32 @@ def test_tensorboard_event_files_hold_the_logged_scalars(tmp_path, monkeypatch):
     assert [(e.step, e.value) for e in events.Scalars("ce")] == [(1, 2.5), (2, 1.75), (3, 1.0)]
     assert [(e.step, e.value) for e in events.Scalars("supernet/ce")] == [(3, 0.5)]
     assert "arch" not in events.Tags()["scalars"] and "done" not in events.Tags()["scalars"]
+
+
+def test_compare_plot_keeps_two_strategies_with_one_network_apart_and_inside(tmp_path, monkeypatch):
+    """Two strategies that found the same network: both markers stay visible (the second shifted),
+    inside the axes with room above and below, and the legend sits outside the plotting area."""
+    from spnas.report import plots
+
+    seen = {}
+    real_save = plots._save
+
+    def inspect_then_save(fig, path):  # _save frees the figure: look at it first
+        ax = fig.axes[0]
+        renderer = fig.canvas.get_renderer()
+        seen.update(ylim=ax.get_ylim(), xs=[float(c.lines[0].get_xdata()[0]) for c in ax.containers
+                                            if hasattr(c, "lines")],
+                    legend=ax.get_legend().get_window_extent(renderer), axes=ax.get_window_extent(renderer),
+                    texts=" ".join(t.get_text() for t in ax.get_legend().get_texts()))
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", inspect_then_save)
+    rows = [{"seed": s, "strategy": name, "arch": "k3e3 skip | k5e6 k3e3", "predicted_latency": 0.6, "top1": 0.5,
+             "search_seconds": 1.0} for name in ("random", "evolution") for s in (0, 1)]
+    plots.plot_comparison(rows, tmp_path / "compare.png", units="MMACs", target=0.62)
+    lo, hi = seen["ylim"]
+    assert lo < 0.5 - 0.005 and hi > 0.5 + 0.005  # the points are off the frame
+    xs = seen["xs"]
+    assert len(xs) == 2 and xs[0] != xs[1]  # the second strategy's point is shifted, not hidden
+    assert seen["legend"].y1 <= seen["axes"].y0  # below the axes, covering no point
+    assert "same point as another" in seen["texts"]

@@ -83,16 +83,18 @@ def write_compare_report(out: Path, result: dict[str, Any]) -> Path:
                  *([_mean_std(a, "test_top1")] if test else []), _fmt(a.get("predicted_latency_mean")),
                  _fmt(a.get("measured_latency_mean")), _fmt(a.get("search_seconds_mean"), ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
+    row_test = any(r.get("test_top1") is not None for r in rows)  # the data has a test part
     lines += ["", "## Per seed", "",
               f"| seed | strategy | architecture | predicted ({u}, % of range) | measured | supernet acc. | top-1 | top-5 | "
-              f"search (s) | search epochs | evaluations | training (s) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              + ("test top-1 | " if row_test else "") + "search (s) | search epochs | evaluations | training (s) |",
+              "|---|---|---|---|---|---|---|---|" + ("---|" if row_test else "") + "---|---|---|---|"]
     for r in rows:
         arch = str(r["arch"]).replace("|", "\\|")  # a bare | would end the table cell
         name = r["strategy"] + (f" #{r['draw']}" if r.get("draw") is not None else "")
         lines.append(f"| {r.get('seed', seeds[0])} | {name} | `{arch}` | {_fmt(r['predicted_latency'])}{_percent(r)} | "
                      f"{_fmt(r.get('measured_latency'))} | {_fmt(r['supernet_val_accuracy'])} | {_fmt(r['top1'])} | "
-                     f"{_fmt(r['top5'])} | {_fmt(r['search_seconds'], '.1f')} | {r['search_epochs']} | "
+                     f"{_fmt(r['top5'])} | " + (f"{_fmt(r.get('test_top1'))} | " if row_test else "")
+                     + f"{_fmt(r['search_seconds'], '.1f')} | {r['search_epochs']} | "
                      f"{_fmt(r.get('evaluations'), 'd')} | {_fmt(r['train_seconds'], '.1f')} |")
     notes = [f"- {n}" for n in result.get("notes") or []]
     lines += ([""] + ["Notes:", ""] + notes if notes else [])

@@ -383,25 +383,40 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, *,
         from spnas.report.stats import aggregate as aggregate_rows
 
         aggregate = aggregate_rows(rows)
-    fig = _figure(10, 4)
+    fig = _figure(10, 4.6)
     ax, bx = fig.subplots(1, 2)
     names = [str(a.get("strategy")) for a in aggregate]
+    means = [(_number(a.get("predicted_latency_mean")), _number(a.get("top1_mean"))) for a in aggregate]
+    xs_all = [x for x, _ in means if x is not None] + [_number(r.get("predicted_latency")) or 0.0 for r in rows]
+    ys_all = [_number(r.get("top1")) for r in rows if _number(r.get("top1")) is not None]
+    x_span = (max(xs_all) - min(xs_all)) if xs_all else 0.0
+    seen: dict[tuple[float, float], int] = {}
     for i, (name, a) in enumerate(zip(names, aggregate)):
         colour = f"C{i % 10}"
         own = [r for r in rows if str(r.get("strategy")) == name]
         xs, ys = _series(own, "predicted_latency", "top1")
         ax.scatter(xs, ys, s=14, color=colour, alpha=0.3, linewidths=0)
-        x, y = _number(a.get("predicted_latency_mean")), _number(a.get("top1_mean"))
+        x, y = means[i]
         if x is not None and y is not None:
-            ax.errorbar([x], [y], yerr=[_number(a.get("top1_std")) or 0.0],
-                        xerr=[_number(a.get("predicted_latency_std")) or 0.0], fmt="o", color=colour, capsize=3,
-                        markersize=6, label=f"{name} (n={a.get('n')})")
+            # strategies that found the same network would hide each other: shift each later one a little
+            dup = seen.get((round(x, 9), round(y, 9)), 0)
+            seen[(round(x, 9), round(y, 9))] = dup + 1
+            shift = dup * 0.02 * (x_span or abs(x) or 1.0)
+            std = _number(a.get("top1_std")) or 0.0
+            ys_all += [y - std, y + std]
+            ax.errorbar([x + shift], [y], yerr=[std], xerr=[_number(a.get("predicted_latency_std")) or 0.0], fmt="o",
+                        color=colour, capsize=3, markersize=6,
+                        label=f"{name} (n={a.get('n')})" + (" (same point as another, shifted)" if dup else ""))
+    if ys_all:  # room above and below every point and error bar, so that none sits on the frame
+        lo, hi = min(ys_all), max(ys_all)
+        pad = max(0.1 * (hi - lo), 0.01)
+        ax.set_ylim(lo - pad, hi + pad)
     if _number(target) is not None:
         ax.axvspan((1 - WINDOW) * target, target, color="tab:green", alpha=0.12,
                    label=f"target window [{1 - WINDOW:g} T, T]")
         ax.axvline(target, color="tab:green", linestyle="--", linewidth=1, label=f"T = {target:g}")
-    if names:
-        ax.legend(fontsize=7, loc="best")
+    if names:  # below the axes: a legend inside could cover points
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
     ax.set_xlabel(f"predicted latency{_unit(units)}" + (f", {device}" if device else ""))
     ax.set_ylabel("top-1 (validation), trained from scratch\nmean ± std over seeds")
     ax.set_title(title, fontsize=9)

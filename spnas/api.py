@@ -95,7 +95,8 @@ def evaluate(model: Any, arch: Any = None, *, space: Space | None = None, data: 
 
     ``model`` is a ChildNet (e.g. ``outcome.child()``) or a checkpoint: ``model.pt``, a training run
     directory, or a ``supernet.pt`` / search checkpoint with ``arch`` (whose BatchNorm statistics
-    are then recalibrated on ``bn_batches`` training batches).
+    are then recalibrated on ``bn_batches`` training batches), or a ``.tflite`` file (float32 or
+    int8, run with LiteRT at its own input size).
     """
     return run_evaluate(model, arch, space=space, data=data, val_fraction=val_fraction, bn_batches=bn_batches,
                         batch_size=batch_size)
@@ -110,15 +111,20 @@ def profile(space: Space = "spnas-cifar", device: str = "tflite", out: str | Pat
 
 def export(model: Any = None, out: str | Path | None = None, *, format: str = "onnx", arch: Any = None,
            space: Space | None = None, checkpoint: str | Path | None = None, num_classes: int | None = None,
-           opset: int | None = None, dynamic_batch: bool = False) -> ExportOutcome:
+           opset: int | None = None, dynamic_batch: bool = False, quantize: str | None = None,
+           data: Data = "digits", val_fraction: float = 0.2, calibration_images: int = 128) -> ExportOutcome:
     """Write a network as ONNX or TFLite: ``spnas export`` as a function.
 
     ``model`` is the outcome of :func:`search` (its child, inherited weights) or of :func:`train`, a
     ChildNet, or an architecture with the weights of ``checkpoint`` (none: a fresh, seeded
     initialization). ``out`` defaults to ``<space>-<hash>.<format>`` in the current directory.
+    ``quantize="int8"`` (TFLite): full-integer quantization calibrated on ``calibration_images``
+    training images of ``data``; the result then carries ``float_top1`` and ``int8_top1``, the
+    validation top-1 before and after.
     """
     return run_export(model, out, format=format, arch=arch, space=space, checkpoint=checkpoint,
-                      num_classes=num_classes, opset=opset, dynamic_batch=dynamic_batch)
+                      num_classes=num_classes, opset=opset, dynamic_batch=dynamic_batch, quantize=quantize,
+                      data=data, val_fraction=val_fraction, calibration_images=calibration_images)
 
 
 def compare(strategies: Sequence[str] | str = CompareOptions.strategies, space: Space = "spnas-cifar",

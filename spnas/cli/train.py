@@ -39,7 +39,8 @@ def add_train_parsers(sub) -> None:
                                    "with ARCH) on the validation split of --data, and on its test part if it has "
                                    "one. Networks taken from a supernet get their BatchNorm statistics "
                                    "recalibrated on --bn-batches training batches first.")
-    e.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="model.pt, a run directory or a supernet.pt")
+    e.add_argument("checkpoint", type=Path, metavar="CHECKPOINT",
+                   help="model.pt, a run directory, a supernet.pt, or a .tflite file (float32 or int8)")
     e.add_argument("arch", nargs="?", metavar="ARCH", help="the architecture, for a supernet checkpoint")
     e.add_argument("--space", default=None, help="default: the checkpoint's")
     data_args(e)
@@ -85,7 +86,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     outcome = evaluate(args.checkpoint, args.arch, space=args.space, data=args.data, val_fraction=args.val_fraction,
                        bn_batches=args.bn_batches, batch_size=args.batch_size)
-    print(f"{outcome.arch}  ({outcome.weights})")
+    print(f"{outcome.arch}  ({outcome.weights})" if outcome.arch else outcome.weights)
     print(f"validation top-1 {outcome.val_top1:.4f}, top-5 {outcome.val_top5:.4f}")
     if outcome.test_top1 is not None:
         print(f"test top-1 {outcome.test_top1:.4f}, top-5 {outcome.test_top5:.4f}")

@@ -31,8 +31,9 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -108,16 +109,111 @@ def keras_from_child(child: ChildNet, batch: int = 1) -> Any:
     return model
 
 
-def keras_to_tflite(model: Any) -> bytes:
-    """A Keras model as a float32 TFLite flatbuffer (``TFLiteConverter.from_keras_model``, which
-    folds inference BatchNorm into the convolutions; no quantization). Keras's export printout is
-    kept off stdout."""
+#: TFLite number formats: float32, or full-integer int8 (weights and activations, int8 input and
+#: output; post-training quantization calibrated on a representative set)
+QUANTIZE = ("float32", "int8")
+
+
+def check_quantize(quantize: str | None) -> str:
+    value = "float32" if quantize in (None, "none", "float", "float32") else quantize
+    if value not in QUANTIZE:
+        raise SpnasError(f"--quantize {quantize!r} is not allowed; use one of {', '.join(QUANTIZE)}")
+    return value
+
+
+def random_representative(shape: Sequence[int], n: int = 16, seed: int = 0) -> list[np.ndarray]:
+    """``n`` standard-normal float32 inputs of ``shape``: the calibration set of a layer model
+    (the latency of an int8 model does not depend on its quantization ranges)."""
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(tuple(shape)).astype(np.float32) for _ in range(n)]
+
+
+def keras_to_tflite(model: Any, quantize: str | None = None,
+                    representative: Iterable[np.ndarray] | None = None) -> bytes:
+    """A Keras model as a TFLite flatbuffer (``TFLiteConverter.from_keras_model``, which folds
+    inference BatchNorm into the convolutions). Keras's export printout is kept off stdout.
+
+    ``quantize="int8"``: full-integer post-training quantization: int8 weights and activations,
+    int8 input and output (their scale and zero point are in the model's tensor details), every
+    op an int8 builtin; the activation ranges are calibrated on ``representative`` (NHWC float32
+    arrays of the model's input shape; default: :func:`random_representative`).
+    """
     import_keras()
     import tensorflow as tf
 
+    quantize = check_quantize(quantize)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quantize == "int8":
+        samples = list(representative) if representative is not None else random_representative(
+            [1 if d is None else int(d) for d in model.inputs[0].shape])
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([s] for s in samples)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
     with contextlib.redirect_stdout(io.StringIO()):
         return bytes(converter.convert())
+
+
+def representative_images(data: Any, n: int = 128, seed: int = 0) -> list[np.ndarray]:
+    """``n`` training images of a :class:`~spnas.data.split.DataSplit`, as the NHWC float32
+    batches of one that a TFLite model takes: the calibration set of an int8 export."""
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(data.train), generator=gen)[:n].tolist()
+    return [data.train[i][0].permute(1, 2, 0).unsqueeze(0).numpy().astype(np.float32) for i in order]
+
+
+# --- running a TFLite model -------------------------------------------------------------------------
+
+def _tflite_topk(content: bytes, dataset: Any, limit: int | None = None) -> tuple[float, float]:
+    """Top-1 and top-5 of a TFLite classifier (batch 1, NHWC; float32 or int8 input and output:
+    images are quantized with the input's scale and zero point) over ``dataset``'s ``(CHW, label)``."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise SpnasError("evaluating a .tflite model needs ai-edge-litert; pip install 'spnas[tflite]'") from None
+    it = Interpreter(model_content=content, num_threads=1)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    shape = tuple(int(d) for d in inp["shape"])
+    n = len(dataset) if limit is None else min(limit, len(dataset))
+    top1 = top5 = 0
+    for i in range(n):
+        x, y = dataset[i]
+        image = x.permute(1, 2, 0).unsqueeze(0).numpy()
+        if image.shape != shape:
+            raise SpnasError(f"the TFLite model takes {'x'.join(map(str, shape))} inputs; the data gives "
+                             f"{'x'.join(map(str, image.shape))} (NHWC): use the data and space it was exported for")
+        if inp["dtype"] == np.int8:
+            scale, zero = inp["quantization"]
+            image = np.clip(np.round(image / scale + zero), -128, 127).astype(np.int8)
+        it.set_tensor(inp["index"], image.astype(inp["dtype"]))
+        it.invoke()
+        logits = it.get_tensor(out["index"])[0].astype(np.float32)  # int8 logits keep their order
+        ranked = np.argsort(-logits, kind="stable")
+        top1 += int(ranked[0] == int(y))
+        top5 += int(int(y) in ranked[:5])
+    return top1 / max(n, 1), top5 / max(n, 1)
+
+
+def evaluate_tflite(content: bytes, data: Any, limit: int | None = None) -> dict[str, float]:
+    """``val_top1``/``val_top5`` of a TFLite model on ``data`` (a DataSplit), and ``test_top1``/
+    ``test_top5`` when the data has a test part; ``limit``: at most that many images of each."""
+    out: dict[str, float] = {}
+    out["val_top1"], out["val_top5"] = _tflite_topk(content, data.val, limit)
+    if data.test is not None:
+        out["test_top1"], out["test_top5"] = _tflite_topk(content, data.test, limit)
+    return out
+
+
+def tflite_info(content: bytes) -> dict[str, Any]:
+    """The input shape (NHWC), the input type and the class count of a TFLite classifier."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=content)
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    return {"input_shape": tuple(int(d) for d in inp["shape"]), "input_type": np.dtype(inp["dtype"]).name,
+            "num_classes": int(out["shape"][-1])}
 
 
 # --- export -------------------------------------------------------------------------------------
@@ -162,9 +258,10 @@ def onnx_bytes(child: ChildNet, opset: int = ONNX_OPSET, dynamic_batch: bool = F
     return program.model_proto.SerializeToString()
 
 
-def tflite_bytes(child: ChildNet) -> bytes:
-    """``child`` as a TFLite model (NHWC input, batch 1)."""
-    return keras_to_tflite(keras_from_child(child))
+def tflite_bytes(child: ChildNet, quantize: str | None = None,
+                 representative: Iterable[np.ndarray] | None = None) -> bytes:
+    """``child`` as a TFLite model (NHWC input, batch 1); ``quantize="int8"`` see :func:`keras_to_tflite`."""
+    return keras_to_tflite(keras_from_child(child), quantize, representative)
 
 
 def export_onnx(child: ChildNet, path: str | Path, opset: int = ONNX_OPSET, dynamic_batch: bool = False) -> Path:
@@ -175,11 +272,13 @@ def export_onnx(child: ChildNet, path: str | Path, opset: int = ONNX_OPSET, dyna
     return path
 
 
-def export_tflite(child: ChildNet, path: str | Path) -> Path:
+def export_tflite(child: ChildNet, path: str | Path, quantize: str | None = None,
+                  representative: Iterable[np.ndarray] | None = None) -> Path:
     """Write ``child`` as TFLite to ``path`` (atomically). Input NHWC ``1 x H x W x C``
-    (TFLite's layout, unlike the PyTorch and ONNX models); output ``1 x num_classes``."""
+    (TFLite's layout, unlike the PyTorch and ONNX models); output ``1 x num_classes``; float32, or
+    int8 with ``quantize="int8"`` (calibrated on ``representative``, see :func:`keras_to_tflite`)."""
     path = Path(path)
-    atomic_write_bytes(path, tflite_bytes(child))
+    atomic_write_bytes(path, tflite_bytes(child, quantize, representative))
     return path
 
 
@@ -190,5 +289,5 @@ def export_child(child: ChildNet, path: str | Path, fmt: str, **options: Any) ->
     if fmt == "tflite":
         if options.get("dynamic_batch"):
             raise SpnasError("--dynamic-batch: the TFLite model has batch 1; use it with --format onnx")
-        return export_tflite(child, path)
+        return export_tflite(child, path, options.get("quantize"), options.get("representative"))
     raise SpnasError(f"--format {fmt!r} is not known; allowed: {', '.join(FORMATS)}")

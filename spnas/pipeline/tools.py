@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,18 +54,32 @@ class ExportOutcome:
     input_shape: tuple[int | str, ...]  # NCHW for ONNX ("N" for a dynamic batch), NHWC for TFLite
     weights: str  # where the weights came from, one line
     checkpoint_classes: int | None = None  # the class count of the checkpoint (None without one)
+    quantize: str = "float32"
+    #: int8: validation top-1 of the network before (PyTorch, float32) and after quantization (the
+    #: TFLite file), on the data it was calibrated with; None when not measured
+    float_top1: float | None = None
+    int8_top1: float | None = None
+    #: why the accuracies were not measured (e.g. the data has another class count)
+    note: str | None = None
 
 
 def run_export(model: Any = None, out: str | Path | None = None, *, format: str = "onnx", arch: Any = None,
                space: SpaceGraph | str | Path | None = None, checkpoint: str | Path | None = None,
-               num_classes: int | None = None, opset: int | None = None, dynamic_batch: bool = False) -> ExportOutcome:
+               num_classes: int | None = None, opset: int | None = None, dynamic_batch: bool = False,
+               quantize: str | None = None, data: Any = "digits", val_fraction: float = 0.2,
+               calibration_images: int = 128, measure_accuracy: bool = True) -> ExportOutcome:
     """Write a network as ONNX or TFLite; see :func:`spnas.export`."""
-    from spnas.exporting.exporter import FORMATS, ONNX_OPSET, export_child, input_shape
+    from spnas.exporting.exporter import FORMATS, ONNX_OPSET, check_quantize, export_child, input_shape
     from spnas.supernet.builder import ChildNet
     from spnas.supernet.loading import read_child
 
     if format not in FORMATS:
         raise SpnasError(f"--format {format!r} is not known; allowed: {', '.join(FORMATS)}")
+    quantize = check_quantize(quantize)
+    if quantize != "float32" and format != "tflite":
+        raise SpnasError(f"--quantize {quantize}: only TFLite models are quantized; use --format tflite")
+    if isinstance(calibration_images, bool) or not isinstance(calibration_images, int) or calibration_images < 1:
+        raise SpnasError(f"--calibration-images {calibration_images!r} is not allowed; use an integer >= 1")
     if format != "onnx" and dynamic_batch:
         raise SpnasError("--dynamic-batch: the TFLite model has batch 1; use it with --format onnx")
     if isinstance(model, SearchOutcome):
@@ -92,13 +107,31 @@ def run_export(model: Any = None, out: str | Path | None = None, *, format: str 
         raise SpnasError(f"model: {type(model).__name__} is not a network, an outcome or an architecture")
     opset = ONNX_OPSET if opset is None else opset
     path = Path(out) if out is not None else default_out(child.space.name, child.arch, format)
-    options = {"opset": opset, "dynamic_batch": dynamic_batch} if format == "onnx" else {}
+    options: dict[str, Any] = {"opset": opset, "dynamic_batch": dynamic_batch} if format == "onnx" else {}
+    split = None
+    if quantize == "int8":  # calibrated on the data's training images, checked on its validation split
+        from spnas.exporting.exporter import representative_images
+        from spnas.pipeline.search import prepare_data
+
+        _, split = prepare_data(child.space, data, val_fraction)
+        options.update(quantize=quantize, representative=representative_images(split, calibration_images))
     path = export_child(child, path, format, **options)
     shape: tuple[int | str, ...] = input_shape(child, format)
     if format == "onnx" and dynamic_batch:
         shape = ("N", *shape[1:])
-    return ExportOutcome(path, format, str(child.arch), child.space.name, child.space.spec.num_classes,
-                         sum(p.numel() for p in child.parameters()), shape, source, classes)
+    outcome = ExportOutcome(path, format, str(child.arch), child.space.name, child.space.spec.num_classes,
+                            sum(p.numel() for p in child.parameters()), shape, source, classes, quantize)
+    if split is not None and measure_accuracy:
+        if split.num_classes != child.space.spec.num_classes:
+            return dataclasses.replace(outcome, note=f"accuracy not measured: the network has "
+                                       f"{child.space.spec.num_classes} outputs, data {split.name} "
+                                       f"{split.num_classes} classes")
+        from spnas.exporting.exporter import evaluate_tflite
+        from spnas.training.train import evaluate_child
+
+        return dataclasses.replace(outcome, float_top1=evaluate_child(child, split)["val_top1"],
+                                   int8_top1=evaluate_tflite(path.read_bytes(), split)["val_top1"])
+    return outcome
 
 
 @dataclass(frozen=True)

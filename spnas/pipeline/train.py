@@ -168,8 +168,8 @@ class EvaluateOutcome:
 
     val_top1: float
     val_top5: float
-    arch: str
-    space: str
+    arch: str | None  # None for a .tflite file (it does not name its architecture)
+    space: str | None
     data: str
     weights: str  # where the weights came from, one line
     checkpoint: str | None = None
@@ -177,8 +177,7 @@ class EvaluateOutcome:
     test_top5: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in dataclasses.asdict(self).items() if v is not None or not k.startswith("test")}
-        return out
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None or not k.startswith("test")}
 
 
 def run_evaluate(model: nn.Module | str | Path, arch: Any = None, *, space: SpaceGraph | str | Path | None = None,
@@ -192,6 +191,8 @@ def run_evaluate(model: nn.Module | str | Path, arch: Any = None, *, space: Spac
     if isinstance(bn_batches, bool) or not isinstance(bn_batches, int) or bn_batches < 1:
         raise SpnasError(f"--bn-batches {bn_batches} is not allowed; use >= 1")
     path = None
+    if isinstance(model, (str, Path)) and Path(model).suffix == ".tflite":
+        return _evaluate_tflite(Path(model), data, val_fraction)
     if isinstance(model, ChildNet):
         child, source, from_supernet = model, "the given network", False
     elif isinstance(model, (str, Path)):
@@ -219,3 +220,27 @@ def run_evaluate(model: nn.Module | str | Path, arch: Any = None, *, space: Spac
     numbers = evaluate_child(child, data, batch_size=batch_size)
     return EvaluateOutcome(arch=str(child.arch), space=child.space.name, data=data.name, weights=source,
                            checkpoint=str(path) if path is not None else None, **numbers)
+
+
+def _evaluate_tflite(path: Path, data: DataSplit | str, val_fraction: float) -> EvaluateOutcome:
+    """A ``.tflite`` file (float32 or int8) on the data, loaded at the model's own input size."""
+    from spnas.data.datasets import load_data
+    from spnas.exporting.exporter import evaluate_tflite, tflite_info
+
+    if not path.is_file():
+        raise SpnasError(f"{path}: no such file")
+    content = path.read_bytes()
+    if content[4:8] != b"TFL3":
+        raise SpnasError(f"{path}: not a TFLite model (no TFL3 identifier)")
+    info = tflite_info(content)
+    _, height, _, channels = info["input_shape"]
+    if not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise SpnasError(f"--val-fraction {val_fraction} is not allowed; use a value in (0, 1)")
+    if isinstance(data, str):
+        data = load_data(data, height, channels, seed=0, val_fraction=val_fraction)
+    if data.num_classes != info["num_classes"]:
+        raise SpnasError(f"{path}: the model has {info['num_classes']} outputs; data {data.name} has "
+                         f"{data.num_classes} classes")
+    numbers = evaluate_tflite(content, data)
+    return EvaluateOutcome(arch=None, space=None, data=data.name, weights=f"TFLite {info['input_type']} model {path}",
+                           checkpoint=str(path), **numbers)

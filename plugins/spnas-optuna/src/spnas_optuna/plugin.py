@@ -74,6 +74,7 @@ class OptunaNSGA2(OptunaStrategy):
     Options = NSGA2Options
     default_evaluations = 100
     directions = ("maximize", "minimize")
+    metric_names = ("accuracy", "latency")
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         o: NSGA2Options = self.options

@@ -92,6 +92,9 @@ CLAIMED = "claimed"
 #: ``status`` of a trial given up because another process claimed its architecture (told FAIL)
 YIELDED = "yielded"
 ARCH, LATENCY, VIOLATION, STATUS = "arch", "latency", "violation", "status"
+#: also on every told trial, for optuna-dashboard's tables and plots: the accuracy (also the first
+#: objective), the latency's units, and the strategy that evaluated it
+ACCURACY, UNITS, STRATEGY = "accuracy", "units", "strategy"
 #: study user attributes that tie a stored study to one strategy and one space
 STUDY_ATTRS = ("spnas_strategy", "spnas_space", "spnas_space_signature")
 #: tries at opening a storage. Processes that open one new database at the same moment race to create its
@@ -145,6 +148,8 @@ class OptunaStrategy(SamplingStrategy):
     default_evaluations: ClassVar[int] = 100
     #: the study's directions, one per value of :meth:`objectives`
     directions: ClassVar[tuple[str, ...]] = ("maximize",)
+    #: the objectives' names (the study's metric names, which optuna-dashboard shows)
+    metric_names: ClassVar[tuple[str, ...]] = ("accuracy",)
 
     def make_sampler(self, seed: int) -> optuna.samplers.BaseSampler:  # pragma: no cover - abstract
         """The sampler, seeded with ``seed``; give it ``constraints_func=constraint_violation``."""
@@ -189,6 +194,10 @@ class OptunaStrategy(SamplingStrategy):
         for key, value in zip(STUDY_ATTRS, self._identity(space)):
             if key not in self.study.user_attrs:
                 self.study.set_user_attr(key, value)
+        if self.study.metric_names is None:  # objective names in the dashboard instead of "Objective 0"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.set_metric_names(list(self.metric_names))
         #: trials the study held before this run (other processes, earlier runs)
         self.joined = len(self.study.get_trials(deepcopy=False))
         with warnings.catch_warnings():  # constraints_func and friends are "experimental" in Optuna
@@ -267,7 +276,8 @@ class OptunaStrategy(SamplingStrategy):
 
     def _tell(self, ot: optuna.trial.Trial, key: str, accuracy: float, latency: float, status: str) -> None:
         for name, value in ((ARCH, key), (LATENCY, latency), (VIOLATION, self.violation(latency, status)),
-                            (STATUS, status)):
+                            (STATUS, status), (ACCURACY, accuracy), (UNITS, self.runtime.units),
+                            (STRATEGY, self.name)):
             ot.set_user_attr(name, value)
         self.study.tell(ot, self.objectives(accuracy, latency))
 

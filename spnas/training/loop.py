@@ -55,6 +55,7 @@ from torch.utils.data import Dataset
 from spnas.core.distributed import SINGLE, Distributed, MainRun, checksum, sync_batchnorm, train_loader, wrap
 from spnas.core.errors import SpnasError
 from spnas.core.rng import rng_state, set_rng_state
+from spnas.core.runs import RunDir
 
 #: ``schedule(step, steps_per_epoch)``: the learning-rate factor at a (0-based) step
 Schedule = Callable[[int, int], float]
@@ -243,12 +244,17 @@ class Loop:
         loader_workers: data-loader worker processes.
         progress: show a progress bar.
         name: names the run on the progress bar and in errors (``"training tiny"``).
+
+    Attributes a step or callback uses: :attr:`module` (what a step calls), :attr:`model`,
+    :attr:`optimizer`, :attr:`scheduler`, :attr:`run` (rank 0 writes), :attr:`state`
+    (:class:`LoopState`: the current 0-based epoch while it runs) and :attr:`steps_per_epoch`.
     """
 
     def __init__(self, model: nn.Module, data: Dataset, optim: Optim, groups: Sequence[ParamGroup] | None = None,
-                 *, epochs: int, batch_size: int, run: Any, seed: int = 0, device: torch.device | str = "cpu",
-                 dist: Distributed = SINGLE, forward: nn.Module | None = None, find_unused_parameters: bool = False,
-                 loader_workers: int = 0, progress: bool = True, name: str = "training"):
+                 *, epochs: int, batch_size: int, run: RunDir | MainRun, seed: int = 0,
+                 device: torch.device | str = "cpu", dist: Distributed = SINGLE, forward: nn.Module | None = None,
+                 find_unused_parameters: bool = False, loader_workers: int = 0, progress: bool = True,
+                 name: str = "training"):
         self.model, self.epochs, self.dist, self.name, self.progress = model, epochs, dist, name, progress
         self.device = torch.device(device)
         self.run = run if isinstance(run, MainRun) else MainRun(run, dist)
@@ -288,7 +294,7 @@ class Loop:
             self.dist.check_same(checksum(self.model), f"the weights after {self.name}")
         return self.state
 
-    def _epoch(self, step: StepFn, checkpoint: Checkpoint, bar, on_step, on_epoch_start, on_epoch_end) -> None:
+    def _epoch(self, step: StepFn, checkpoint: Checkpoint, bar: Any, on_step, on_epoch_start, on_epoch_end) -> None:
         start = time.perf_counter()
         self.loader.sampler.set_epoch(self.state.epoch)  # the data order of an epoch survives a resume
         if on_epoch_start is not None:

@@ -5,6 +5,11 @@ One supernet, one optimizer: weights and thresholds are trained together on
 indicators the forward pass used. For the first epochs of the search (5 of 8 in the authors'
 code) each indicator is kept with probability 0.6 and scaled by 1/0.6, and the runtime term is
 off. The architecture is read out of the final hard indicators.
+
+The search runs on spnas's one training loop (:mod:`spnas.training.loop`: optimizer and schedule,
+checkpoints, resume, progress, DDP); this module gives the step (the loss above), the per-step and
+per-epoch log records, the thresholds' parameter group and schedule, and the checkpoint's space,
+options and ``state`` (``spnas-single-path-v1``).
 """
 
 from __future__ import annotations

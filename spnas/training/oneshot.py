@@ -6,7 +6,9 @@ about as much as any other (with SGD, as SPOS; see :class:`UniformTraining` for 
 SuperMBConv superkernels of the single-path search) this way; a candidate is then run on its
 sliced weights (fixed-choice mode). The trained supernet is written as ``supernet.pt`` in the run
 directory, and any strategy can reuse it with ``--supernet PATH``; a single-path search writes a
-``supernet.pt`` of the same format, so its weights can be reused the same way.
+``supernet.pt`` of the same format, so its weights can be reused the same way. Training runs on the
+common loop (:mod:`spnas.training.loop`); its own parts are the step on one uniform path and the
+state of the path generator in the checkpoint (``spnas-uniform-training-v1``).
 
 Example:
     >>> net = train_uniform(space, data, UniformTraining(epochs=1), run)        # doctest: +SKIP
@@ -131,7 +133,8 @@ def train_uniform(space: SpaceGraph, data: DataSplit, opts: UniformTraining, run
         paths.setstate(_tuplify(ckpt["paths"]))
 
     # another format in checkpoint.pt (the sampling driver's, written once training is done): start afresh
-    checkpoint = Checkpoint(TRAINING_FORMAT, lambda loop: {"paths": _listify(paths.getstate()), "options": asdict(opts)},
+    checkpoint = Checkpoint(TRAINING_FORMAT, lambda loop: {"paths": _listify(paths.getstate()),
+                                                           "options": asdict(opts)},
                             restore=restore, other_formats="ignore")
     loop.fit(step, checkpoint, on_epoch_end=epoch_end, resume=resume)
     if dist.is_main:

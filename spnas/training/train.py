@@ -5,7 +5,10 @@ is trained from a fresh initialization, as the paper does with its ImageNet resu
 run directory holds the resolved recipe, one log record per epoch, an atomic checkpoint per
 epoch (``--resume`` continues from it and ends with the same weights as an uninterrupted run),
 the final network as ``model.pt`` (format ``spnas-child-v1``, which ``spnas export`` and
-``spnas eval`` read) and ``result.yaml``.
+``spnas eval`` read) and ``result.yaml``. Training runs on the common loop
+(:mod:`spnas.training.loop`); what is this module's own is the step (augmentation, cross-entropy
+with label smoothing), the per-epoch validation record, and the checkpoint's space, architecture
+and recipe (``spnas-train-v1``).
 
 Two recipes (:data:`RECIPES`); explicit values override a recipe's:
 

@@ -5,12 +5,17 @@ One supernet, one optimizer: weights and thresholds are trained together on
 indicators the forward pass used. For the first epochs of the search (5 of 8 in the authors'
 code) each indicator is kept with probability 0.6 and scaled by 1/0.6, and the runtime term is
 off. The architecture is read out of the final hard indicators.
+
+The search runs on spnas's one training loop (:mod:`spnas.training.loop`: optimizer and schedule,
+checkpoints, resume, progress, DDP); this module gives the step (the loss above), the per-step and
+per-epoch log records, the thresholds' parameter group and schedule, and the checkpoint's space,
+options and ``state`` (``spnas-single-path-v1``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,12 +24,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from spnas.supernet.builder import Supernet, recalibrate_bn
-from spnas.core.distributed import SINGLE, Distributed, checksum, shard, sync_batchnorm, train_loader, wrap
+from spnas.core.distributed import SINGLE, Distributed, checksum, shard
 from spnas.core.errors import SpnasError
+from spnas.training.loop import Checkpoint, EpochEnd, Loop, Optim, ParamGroup, Schedule, Step, StepEnd, cosine
 from spnas.training.oneshot import SUPERNET_FILE, save_supernet
 from spnas.core.checkpoints import CheckpointFormat
 from spnas.core.hookspecs import hookimpl
-from spnas.core.rng import rng_state, seed_everything, set_rng_state
+from spnas.core.rng import seed_everything
 from spnas.searching.strategy import DifferentiableStrategy, SearchContext, SearchResult, check_options, option
 from spnas.searching.target import WINDOW, check_target, project
 
@@ -114,19 +120,18 @@ AUTHORS_RECIPE = {"optimizer": "rmsprop", "label_smoothing": 0.1, "lambda_": 0.0
                   "threshold_units": "absolute", "threshold_schedule": "cosine"}
 
 
-def _make_optimizer(opts: SinglePathOptions, net: Supernet) -> torch.optim.Optimizer:
-    groups = [
-        {"params": net.weight_parameters(), "weight_decay": opts.weight_decay, "lr": opts.lr},
-        {"params": net.threshold_parameters(), "weight_decay": opts.threshold_weight_decay,
-         "lr": opts.threshold_lr or opts.lr},
-    ]
-    if opts.optimizer == "rmsprop":  # TF-style RMSProp of the authors: decay 0.9, momentum 0.9
-        return torch.optim.RMSprop(groups, lr=opts.lr, alpha=0.9, momentum=0.9, eps=1e-3)
-    if opts.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=opts.lr, momentum=0.9, nesterov=True)
-    # thresholds without first-moment momentum: a decision should stop moving as soon as the push does
-    groups[1]["betas"] = (0.0, 0.999)
-    return torch.optim.Adam(groups, lr=opts.lr)
+def _optim(opts: SinglePathOptions) -> Optim:
+    """One optimizer for weights and thresholds (TF-style RMSProp of the authors: decay 0.9, momentum
+    0.9), the weights' rate on a cosine over the search."""
+    return Optim(opts.optimizer, opts.lr, momentum=0.9, schedule=cosine(opts.epochs))
+
+
+def _param_groups(opts: SinglePathOptions, net: Supernet) -> list[ParamGroup]:
+    # thresholds without first-moment momentum under Adam: a decision should stop moving as soon as the push does
+    betas = {"betas": (0.0, 0.999)} if opts.optimizer == "adam" else {}
+    return [ParamGroup(net.weight_parameters(), opts.weight_decay, lr=opts.lr),
+            ParamGroup(net.threshold_parameters(), opts.threshold_weight_decay, lr=opts.threshold_lr or opts.lr,
+                       schedule=threshold_schedule(opts.threshold_schedule, opts.epochs, opts.warmup), options=betas)]
 
 
 @torch.no_grad()
@@ -226,59 +231,44 @@ class SinglePathStrategy(DifferentiableStrategy):
         net = Supernet(ctx.space)
         net.set_threshold_units(opts.threshold_units == "relative")
         net = net.to(ctx.accelerator)
-        optimizer = _make_optimizer(opts, net)
         forward = ThresholdForward(net)
-        step_model = wrap(forward, d, ctx.accelerator)  # DDP under torchrun, else the module itself
-        # each rank loads batch_size / world_size images of every step (a DistributedSampler shard)
-        train = train_loader(ctx.data.train, opts.batch_size, ctx.seed, d, workers=ctx.loader_workers,
-                             pin_memory=ctx.accelerator.type == "cuda")
+        # under torchrun each rank loads batch_size / world_size images of every step
+        loop = Loop(net, ctx.data.train, _optim(opts), _param_groups(opts, net), epochs=opts.epochs,
+                    batch_size=opts.batch_size, run=ctx.run, seed=ctx.seed, device=ctx.accelerator, dist=d,
+                    forward=forward, loader_workers=ctx.loader_workers, progress=ctx.progress, name="single-path")
         val = DataLoader(shard(ctx.data.val, d), batch_size=256)
-        if len(train) == 0:
-            raise SpnasError(f"--batch-size {opts.batch_size} is larger than the training set "
-                             f"({len(ctx.data.train)} images)")
-        total = opts.epochs * len(train)
-        cosine = lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))  # noqa: E731
-        thr = _threshold_schedule(opts.threshold_schedule, total, opts.warmup * len(train))
-        sched = torch.optim.lr_scheduler.LambdaLR(optimizer, [cosine, thr])
-        state = {"epoch": 0, "step": 0}
-        if ctx.resume:
-            state = self._resume(ctx, net, optimizer, sched)
         # target mode aims at the window's lower edge: cross-entropy holds the network a little above
         # the aim, so it settles inside [0.95 T, T] (docs/quality.md)
         t_star = None if opts.target is None else opts.target * (1 - WINDOW)
-        progress = _progress(ctx, total, state["step"])
-        net.train()
-        try:
-            for epoch in range(state["epoch"], opts.epochs):
-                train.sampler.set_epoch(epoch)  # the data order of an epoch survives a resume
-                warm = epoch < opts.warmup
-                with sync_batchnorm(net, d):  # under torchrun: BatchNorm over the batch of all ranks
-                    for x, y in train:
-                        record = self._step(ctx, step_model, forward, optimizer, x, y, warm, state, t_star)
-                        sched.step()
-                        state["step"] += 1
-                        if state["step"] % opts.log_every == 0:
-                            ctx.run.log(record)
-                        progress.update(1)
-                        progress.set_postfix(ce=f"{record['ce']:.3f}", R=f"{record['R']:.4g}", refresh=False)
-                acc = evaluate(net, val, ctx.accelerator, dist=d)
-                arch = net.read_arch()
-                d.check_same(str(arch), f"the architecture after epoch {epoch + 1}")
-                ctx.run.log({"epoch": epoch + 1, "step": state["step"], "val_accuracy": acc, "arch": str(arch),
-                             "R": ctx.runtime.predict(arch)})
-                state["epoch"] = epoch + 1
-                self._checkpoint(ctx, net, optimizer, sched, state)
-        finally:
-            progress.close()
+
+        def log_step(loop: Loop, end: StepEnd) -> None:
+            if end.step % opts.log_every == 0:
+                loop.run.log({"step": end.step, "ce": end.means["ce"], "R": end.means["R"],
+                              "lambda": end.info["lambda"], "lr": end.lr, "warmup": end.info["warmup"],
+                              "indicators": end.info["indicators"]})
+
+        def epoch_end(loop: Loop, end: EpochEnd) -> None:
+            acc = evaluate(net, val, ctx.accelerator, dist=d)
+            arch = net.read_arch()
+            d.check_same(str(arch), f"the architecture after epoch {end.epoch}")
+            loop.run.log({"epoch": end.epoch, "step": end.step, "val_accuracy": acc, "arch": str(arch),
+                          "R": ctx.runtime.predict(arch)})
+
+        checkpoint = Checkpoint(CHECKPOINT_FORMAT, functools.partial(self._checkpoint_entries, ctx),
+                                restore=functools.partial(self._restore, ctx))
+        loop.fit(functools.partial(self._step, ctx, forward, t_star), checkpoint, on_step=log_step,
+                 on_epoch_end=epoch_end, resume=ctx.resume)
         result = self._finish(ctx, net, val)
         self.supernet = net  # the trained supernet (its BatchNorm recalibrated for the result)
         return result
 
-    def _step(self, ctx, step_model, forward: ThresholdForward, optimizer, x, y, warm: bool, state: dict,
-              t_star) -> dict[str, Any]:
+    def _step(self, ctx: SearchContext, forward: ThresholdForward, t_star: float | None, loop: Loop, batch) -> Step:
+        """Eq. 9 (or the target penalty) on one batch; the dropout warm-up has no runtime term."""
         opts: SinglePathOptions = self.options
+        x, y = batch
         x, y = x.to(ctx.accelerator, non_blocking=True), y.to(ctx.accelerator, non_blocking=True)
-        logits = step_model(x, opts.keep_prob if warm else 1.0)
+        warm = loop.state.epoch < opts.warmup
+        logits = loop.module(x, opts.keep_prob if warm else 1.0)
         decisions = forward.decisions
         ce = F.cross_entropy(logits, y, label_smoothing=opts.label_smoothing)
         if warm:  # runtime term off during the dropout warm-up; log the hard R of the current choice
@@ -291,37 +281,23 @@ class SinglePathStrategy(DifferentiableStrategy):
                 loss = ce + opts.lambda_ * opts.lambda_scale * torch.log(r)
             else:  # target mode: a squared log-distance to T*, both sides (docs/quality.md)
                 loss = ce + opts.target_weight * target_penalty(r, t_star, opts.target_scale)
-        # the whole batch's loss (each rank holds its own part's): every rank stops together
-        mean_loss, mean_ce = ctx.dist.mean([float(loss.detach()), float(ce.detach())])
-        if not math.isfinite(mean_loss):
-            raise SpnasError(f"the loss became {mean_loss} at step {state['step']}; lower --lr "
-                             f"(the last good checkpoint is kept in {ctx.run.path})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
         ind = [[int(v) for v in torch.cat(d).tolist()] for d in decisions] if not warm else None
         weight = 0.0 if warm else opts.lambda_ * opts.lambda_scale if t_star is None else opts.target_weight
-        return {"step": state["step"] + 1, "ce": mean_ce, "R": float(r.detach()), "lambda": weight,
-                "lr": optimizer.param_groups[0]["lr"], "warmup": warm, "indicators": ind}
+        # R is the same on every rank (the same thresholds), so its mean is R itself
+        return Step(loss, means={"ce": ce, "R": r}, info={"lambda": weight, "warmup": warm, "indicators": ind})
 
-    def _checkpoint(self, ctx, net, optimizer, sched, state) -> None:
-        ctx.run.save_checkpoint({
-            "format": CHECKPOINT_FORMAT, "space": ctx.space.name, "state": dict(state),
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(),
-            "rng": rng_state(), "options": {k: v for k, v in asdict(self.options).items()},
-        })
+    def _checkpoint_entries(self, ctx: SearchContext, loop: Loop) -> dict[str, Any]:
+        """What a single-path checkpoint holds beyond the loop's part (``state`` repeats the epoch and
+        step, where readers of the format found them before the common loop)."""
+        return {"space": ctx.space.name, "state": {"epoch": loop.state.epoch, "step": loop.state.step},
+                "options": asdict(self.options)}
 
-    def _resume(self, ctx, net, optimizer, sched) -> dict:
-        ckpt = ctx.run.load_checkpoint()
-        if ckpt.get("format") != CHECKPOINT_FORMAT or ckpt.get("space") != ctx.space.name:
+    def _restore(self, ctx: SearchContext, ckpt: dict) -> None:
+        if ckpt.get("space") != ctx.space.name:
             raise SpnasError(f"{ctx.run.checkpoint_path}: a {ckpt.get('format')} checkpoint of space "
                              f"{ckpt.get('space')!r}; this run is {CHECKPOINT_FORMAT} on {ctx.space.name!r}")
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
-        ctx.run.truncate_log(ckpt["state"]["step"])
-        return dict(ckpt["state"])
+        for key in ("epoch", "step"):  # a checkpoint written before the common loop kept them in 'state' only
+            ckpt.setdefault(key, ckpt["state"][key])
 
     def _finish(self, ctx, net: Supernet, val) -> SearchResult:
         opts: SinglePathOptions = self.options
@@ -357,6 +333,13 @@ def _threshold_schedule(kind: str, total: int, warm: int):
     return lambda s: 1.0 if s < start else 0.5 * (1 + math.cos(math.pi * min(s - start, span) / span))
 
 
+def threshold_schedule(kind: str, epochs: int, warmup: int) -> Schedule:
+    """:func:`_threshold_schedule` over ``epochs`` epochs (``warmup`` of them in the warm-up), as a
+    schedule of the loop."""
+    return lambda step, steps_per_epoch: _threshold_schedule(kind, epochs * steps_per_epoch,
+                                                             warmup * steps_per_epoch)(step)
+
+
 def target_penalty(r: torch.Tensor, t_star: float, scale: float) -> torch.Tensor:
     """``(log(R / T*) / scale)^2``: the runtime term of target mode.
 
@@ -371,13 +354,6 @@ def target_penalty(r: torch.Tensor, t_star: float, scale: float) -> torch.Tensor
 def _bn_loader(ctx: SearchContext, opts: SinglePathOptions) -> DataLoader:
     gen = torch.Generator().manual_seed(ctx.seed + 7)
     return DataLoader(ctx.data.train, batch_size=opts.batch_size, shuffle=True, generator=gen)
-
-
-def _progress(ctx: SearchContext, total: int, done: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, desc="single-path", unit="step", disable=not ctx.progress,
-                dynamic_ncols=True, leave=False)
 
 
 @hookimpl

@@ -11,7 +11,6 @@ import yaml
 
 from spnas.cli.main import main
 from spnas.space.graph import SpaceGraph
-from spnas.core.registry import get_registry
 from spnas.core.runs import load_checkpoint
 
 FAST = ["--space", "tiny", "--device", "flops", "--epochs", "3", "--batch-size", "128", "--quiet"]
@@ -54,8 +53,9 @@ def test_same_seed_same_result(tmp_path):
 def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     _, full = _search(tmp_path, "full", "--seed", "1")
-    strategy = get_registry().get("strategy", "single-path")
-    original = strategy._checkpoint
+    from spnas.core.runs import RunDir
+
+    original = RunDir.save_checkpoint
     calls = {"n": 0}
 
     def crash_after_first_epoch(self, *args, **kwargs):
@@ -64,11 +64,12 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path, monk
         if calls["n"] == 1:
             raise KeyboardInterrupt  # as if the process died right after the checkpoint
 
-    monkeypatch.setattr(strategy, "_checkpoint", crash_after_first_epoch)
+    monkeypatch.setattr(RunDir, "save_checkpoint", crash_after_first_epoch)
     out = tmp_path / "resumed"
     assert main(["search", *FAST, "--out", str(out), "--seed", "1"]) == 130
     assert not (out / "result.yaml").exists()
-    monkeypatch.setattr(strategy, "_checkpoint", original)
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    monkeypatch.setattr(RunDir, "save_checkpoint", original)
     assert main(["search", *FAST, "--out", str(out), "--seed", "1"]) == 2  # refuses to overwrite
     assert main(["search", *FAST, "--out", str(out), "--seed", "1", "--resume"]) == 0
     resumed = yaml.safe_load((out / "result.yaml").read_text())

@@ -6,7 +6,9 @@ about as much as any other (with SGD, as SPOS; see :class:`UniformTraining` for 
 SuperMBConv superkernels of the single-path search) this way; a candidate is then run on its
 sliced weights (fixed-choice mode). The trained supernet is written as ``supernet.pt`` in the run
 directory, and any strategy can reuse it with ``--supernet PATH``; a single-path search writes a
-``supernet.pt`` of the same format, so its weights can be reused the same way.
+``supernet.pt`` of the same format, so its weights can be reused the same way. Training runs on the
+common loop (:mod:`spnas.training.loop`); its own parts are the step on one uniform path and the
+state of the path generator in the checkpoint (``spnas-uniform-training-v1``).
 
 Example:
     >>> net = train_uniform(space, data, UniformTraining(epochs=1), run)        # doctest: +SKIP
@@ -15,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from spnas.supernet.builder import Supernet
-from spnas.core.distributed import SINGLE, Distributed, MainRun, checksum, sync_batchnorm, train_loader, wrap
+from spnas.core.distributed import SINGLE, Distributed, MainRun
 from spnas.data.split import DataSplit
 from spnas.core.checkpoints import CheckpointFormat
 from spnas.core.errors import SpnasError
@@ -32,6 +33,7 @@ from spnas.core.hookspecs import hookimpl
 from spnas.space.graph import SpaceGraph
 from spnas.core.runs import RunDir, atomic_write_bytes, load_checkpoint
 from spnas.core.rng import _listify, _tuplify
+from spnas.training.loop import Checkpoint, EpochEnd, Loop, Optim, ParamGroup, Step, cosine
 
 SUPERNET_FORMAT = "spnas-supernet-v1"
 TRAINING_FORMAT = "spnas-uniform-training-v1"
@@ -110,61 +112,33 @@ def train_uniform(space: SpaceGraph, data: DataSplit, opts: UniformTraining, run
         return net.to(device)
     torch.manual_seed(seed)
     net = Supernet(space).to(device)
-    optimizer = torch.optim.SGD(net.weight_parameters(), lr=opts.lr, momentum=0.9, nesterov=True,
-                                weight_decay=opts.weight_decay)
-    loader = train_loader(data.train, opts.batch_size, seed, dist, workers=loader_workers,
-                          pin_memory=device.type == "cuda")
-    if len(loader) == 0:
-        raise SpnasError(f"--batch-size {opts.batch_size} is larger than the training set ({len(data.train)} images)")
     # a path leaves the other choices' weights (and skipped layers) without a gradient
-    model = wrap(net, dist, device, find_unused_parameters=True)
-    total = opts.epochs * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    loop = Loop(net, data.train, Optim("sgd", opts.lr, momentum=0.9, schedule=cosine(opts.epochs)),
+                [ParamGroup(net.weight_parameters(), opts.weight_decay)], epochs=opts.epochs,
+                batch_size=opts.batch_size, run=run, seed=seed, device=device, dist=dist,
+                find_unused_parameters=True, loader_workers=loader_workers, progress=progress,
+                name="supernet (uniform paths)")
     paths = random.Random(seed)  # the uniform path of each step (the same on every rank)
-    epoch = step = 0
-    if resume and run.has_checkpoint():
-        ckpt = run.load_checkpoint()
-        if ckpt.get("format") == TRAINING_FORMAT:
-            net.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            sched.load_state_dict(ckpt["scheduler"])
-            paths.setstate(_tuplify(ckpt["paths"]))
-            epoch, step = ckpt["epoch"], ckpt["step"]
-            run.truncate_log(step)
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, initial=step, desc="supernet (uniform paths)", unit="step", disable=not progress,
-               dynamic_ncols=True, leave=False)
-    net.train()
-    try:
-        for epoch in range(epoch, opts.epochs):
-            loader.sampler.set_epoch(epoch)  # the data order of an epoch survives a resume
-            with sync_batchnorm(net, dist):
-                for x, y in loader:
-                    arch = space.random(paths)
-                    loss = F.cross_entropy(model(x.to(device, non_blocking=True), arch=arch),
-                                           y.to(device, non_blocking=True))
-                    ce = dist.mean([float(loss.detach())])[0]  # the whole batch's: every rank stops together
-                    if not math.isfinite(ce):
-                        raise SpnasError(f"supernet training: the loss became {ce} at step {step}; lower --lr")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    sched.step()
-                    step += 1
-                    bar.update(1)
-                    bar.set_postfix(ce=f"{ce:.3f}", refresh=False)
-            run.log({"phase": "supernet", "epoch": epoch + 1, "step": step, "ce": ce})
-            run.save_checkpoint({
-                "format": TRAINING_FORMAT, "epoch": epoch + 1, "step": step, "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict(),
-                "paths": _listify(paths.getstate()), "options": asdict(opts),
-            })
-    finally:
-        bar.close()
+    def step(loop: Loop, batch) -> Step:
+        x, y = batch
+        arch = space.random(paths)
+        return Step(F.cross_entropy(loop.module(x.to(device, non_blocking=True), arch=arch),
+                                    y.to(device, non_blocking=True)))
+
+    def epoch_end(loop: Loop, end: EpochEnd) -> None:
+        loop.run.log({"phase": "supernet", "epoch": end.epoch, "step": end.step, "ce": end.last.loss})
+
+    def restore(ckpt: dict) -> None:
+        paths.setstate(_tuplify(ckpt["paths"]))
+
+    # another format in checkpoint.pt (the sampling driver's, written once training is done): start afresh
+    checkpoint = Checkpoint(TRAINING_FORMAT, lambda loop: {"paths": _listify(paths.getstate()),
+                                                           "options": asdict(opts)},
+                            restore=restore, other_formats="ignore")
+    loop.fit(step, checkpoint, on_epoch_end=epoch_end, resume=resume)
     if dist.is_main:
         save_supernet(final, net, "uniform", {"epochs": opts.epochs, "seed": seed, **asdict(opts)})
-    dist.check_same(checksum(net), "the supernet's weights after training")
     return net
 
 

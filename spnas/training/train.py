@@ -5,7 +5,10 @@ is trained from a fresh initialization, as the paper does with its ImageNet resu
 run directory holds the resolved recipe, one log record per epoch, an atomic checkpoint per
 epoch (``--resume`` continues from it and ends with the same weights as an uninterrupted run),
 the final network as ``model.pt`` (format ``spnas-child-v1``, which ``spnas export`` and
-``spnas eval`` read) and ``result.yaml``.
+``spnas eval`` read) and ``result.yaml``. Training runs on the common loop
+(:mod:`spnas.training.loop`); what is this module's own is the step (augmentation, cross-entropy
+with label smoothing), the per-epoch validation record, and the checkpoint's space, architecture
+and recipe (``spnas-train-v1``).
 
 Two recipes (:data:`RECIPES`); explicit values override a recipe's:
 
@@ -25,8 +28,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -44,6 +47,7 @@ from spnas.core.errors import SpnasError
 from spnas.core.hookspecs import hookimpl
 from spnas.space.graph import SpaceGraph
 from spnas.core.runs import RunDir, atomic_write_bytes
+from spnas.training.loop import Checkpoint, EpochEnd, Loop, Optim, ParamGroup, Step
 
 TRAIN_FORMAT = "spnas-train-v1"
 CHILD_FORMAT = "spnas-child-v1"  # model.pt: one child network's weights, its space and architecture
@@ -119,16 +123,21 @@ def recipe(name: str = "default", **overrides: Any) -> TrainRecipe:
     return TrainRecipe(**{**RECIPES[name], **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def make_optimizer(model: nn.Module, r: TrainRecipe) -> torch.optim.Optimizer:
+def param_groups(model: nn.Module, weight_decay: float) -> list[ParamGroup]:
     """Weight decay on weights only: BatchNorm parameters and biases are not decayed."""
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": r.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if r.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=r.scaled_lr, momentum=r.momentum, nesterov=r.momentum > 0)
-    if r.optimizer == "rmsprop":  # TensorFlow's RMSProp: decay 0.9, epsilon 1e-3 (added outside the root)
-        return torch.optim.RMSprop(groups, lr=r.scaled_lr, alpha=0.9, eps=1e-3, momentum=r.momentum)
-    return torch.optim.AdamW(groups, lr=r.scaled_lr)
+    return [ParamGroup(decay, weight_decay), ParamGroup(no_decay, 0.0)]
+
+
+def optim(r: TrainRecipe) -> Optim:
+    """The recipe's optimizer (at the linearly scaled rate) and schedule (:func:`lr_factor`)."""
+    return Optim(r.optimizer, r.scaled_lr, r.momentum, schedule=functools.partial(lr_factor, r))
+
+
+def make_optimizer(model: nn.Module, r: TrainRecipe) -> torch.optim.Optimizer:
+    """The optimizer :func:`train` uses for ``model``."""
+    return optim(r).build(param_groups(model, r.weight_decay))
 
 
 def lr_factor(r: TrainRecipe, step: int, steps_per_epoch: int) -> float:
@@ -178,9 +187,9 @@ def save_child(path: str | Path, model: ChildNet, info: dict | None = None) -> P
     return Path(path)
 
 
-def _loader(ds: Dataset, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-            drop_last: bool = False) -> DataLoader:
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)
+def _loader(ds: Dataset, batch_size: int) -> DataLoader:
+    """Evaluation batches, in order."""
+    return DataLoader(ds, batch_size=batch_size)
 
 
 def train(space: SpaceGraph, arch: Architecture, data: DataSplit, r: TrainRecipe, run: RunDir, *, seed: int = 0,
@@ -195,72 +204,38 @@ def train(space: SpaceGraph, arch: Architecture, data: DataSplit, r: TrainRecipe
     arch = space.validate(arch)
     torch.manual_seed(seed)
     model = ChildNet(space, arch).to(device)
-    optimizer = make_optimizer(model, r)
-    gen = torch.Generator()
-    loader = _loader(data.train, r.batch_size, shuffle=True, generator=gen, drop_last=True)
-    if len(loader) == 0:
-        raise SpnasError(f"--batch-size {r.batch_size} is larger than the training set ({len(data.train)} images)")
-    per_epoch = len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(r, s, per_epoch))
+    loop = Loop(model, data.train, optim(r), param_groups(model, r.weight_decay), epochs=r.epochs,
+                batch_size=r.batch_size, run=run, seed=seed, device=device, progress=progress,
+                name=f"training {space.name}")
     val = _loader(data.val, eval_batch_size)
-    epoch = step = 0
-    seconds = 0.0
-    if resume:
-        ckpt = run.load_checkpoint()
-        if ckpt.get("format") != TRAIN_FORMAT:
-            raise SpnasError(f"{run.checkpoint_path}: a {ckpt.get('format')!r} checkpoint, not a training run "
-                             f"({TRAIN_FORMAT}); use another --out")
+    aug = torch.Generator()
+
+    def step(loop: Loop, batch) -> Step:
+        x, y = batch
+        if r.augment:
+            x = augment_batch(x, hflip=data.hflip, generator=aug)
+        return Step(F.cross_entropy(loop.module(x.to(device)), y.to(device), label_smoothing=r.label_smoothing))
+
+    def epoch_start(loop: Loop) -> None:
+        aug.manual_seed(seed * 1000 + loop.state.epoch + 500)  # the augmentation survives a resume
+
+    def epoch_end(loop: Loop, end: EpochEnd) -> None:
+        acc = topk_accuracy(model, val, device)
+        loop.run.log({"epoch": end.epoch, "step": end.step, "train_loss": end.loss,
+                      "lr": loop.optimizer.param_groups[0]["lr"], "val_top1": acc[1], "val_top5": acc[5]})
+
+    def same_run(ckpt: dict) -> None:
         if ckpt.get("arch") != str(arch) or ckpt.get("space_signature") != space.signature():
             raise SpnasError(f"{run.checkpoint_path}: trains {ckpt.get('arch')!r} on space {ckpt.get('space')!r}, "
                              f"not {str(arch)!r} on {space.name!r}; resume with the same architecture and space")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        epoch, step, seconds = ckpt["epoch"], ckpt["step"], ckpt["seconds"]
-        run.truncate_log(step)
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=r.epochs * per_epoch, initial=step, desc=f"training {space.name}", unit="step",
-               disable=not progress, dynamic_ncols=True, leave=False)
-    aug = torch.Generator()
-    model.train()
-    try:
-        for epoch in range(epoch, r.epochs):
-            start = time.perf_counter()
-            gen.manual_seed(seed * 1000 + epoch)  # data order and augmentation survive a resume
-            aug.manual_seed(seed * 1000 + epoch + 500)
-            total_loss, batches = 0.0, 0
-            for x, y in loader:
-                if r.augment:
-                    x = augment_batch(x, hflip=data.hflip, generator=aug)
-                loss = F.cross_entropy(model(x.to(device)), y.to(device), label_smoothing=r.label_smoothing)
-                if not torch.isfinite(loss):
-                    raise SpnasError(f"training: the loss became {float(loss.detach())} at step {step} (epoch {epoch + 1}); "
-                                     f"the checkpoint of epoch {epoch} is kept; lower --lr")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                sched.step()
-                step += 1
-                total_loss += loss.item()
-                batches += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            acc = topk_accuracy(model, val, device)
-            seconds += time.perf_counter() - start
-            run.log({"epoch": epoch + 1, "step": step, "train_loss": total_loss / batches,
-                     "lr": optimizer.param_groups[0]["lr"], "val_top1": acc[1], "val_top5": acc[5]})
-            run.save_checkpoint({
-                "format": TRAIN_FORMAT, "space": space.name, "space_signature": space.signature(),
-                "arch": str(arch), "num_classes": space.spec.num_classes, "epoch": epoch + 1, "step": step,
-                "seconds": seconds, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": sched.state_dict(), "recipe": asdict(r),
-            })
-    finally:
-        bar.close()
+    entries = {"space": space.name, "space_signature": space.signature(), "arch": str(arch),
+               "num_classes": space.spec.num_classes, "recipe": asdict(r)}
+    state = loop.fit(step, Checkpoint(TRAIN_FORMAT, lambda loop: entries, restore=same_run),
+                     on_epoch_start=epoch_start, on_epoch_end=epoch_end, resume=resume)
     params = sum(p.numel() for p in model.parameters())
     result: dict[str, Any] = {"kind": "train", "space": space.name, "arch": str(arch), "data": data.name,
-                              "epochs": r.epochs, "steps": step, "train_seconds": round(seconds, 3),
+                              "epochs": r.epochs, "steps": state.step, "train_seconds": round(state.seconds, 3),
                               "params": params, "macs": space.cost(arch)[1]}
     acc = topk_accuracy(model, val, device)
     result.update(top1=acc[1], top5=acc[5])

@@ -37,6 +37,10 @@ from spnas.searching.target import WINDOW, check_target, project
 CHECKPOINT_FORMAT = "spnas-single-path-v1"
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 THRESHOLD_SCHEDULES = ("settle", "cosine", "constant")
+#: option presets, named as spnas train's and spnas compare's
+RECIPES = ("default", "authors")
+#: old preset names, accepted with a deprecation note (spnas <= 0.1 called the default preset "cpu")
+RECIPE_ALIASES = {"cpu": "default"}
 
 
 @dataclass
@@ -79,11 +83,15 @@ class SinglePathOptions:
                                   metavar="T", range_fraction=True)
     log_every: int = option(1, "log every N steps", cli=False)
     bn_batches: int = option(20, "batches to recalibrate BatchNorm of the found architecture (as SPOS)")
-    recipe: str = option("cpu", "option preset; a preset never overrides an explicit flag", choices=("cpu", "authors"))
+    recipe: str = option("default", "option preset, as 'spnas train' and 'spnas compare' name theirs: default (short "
+                         "CPU runs) or authors (the paper's); a preset never overrides an explicit flag",
+                         choices=RECIPES, aliases=RECIPE_ALIASES)
 
     def __post_init__(self) -> None:
-        if self.recipe not in ("cpu", "authors"):
-            raise SpnasError(f"--recipe {self.recipe!r} is not known; allowed: cpu, authors")
+        if self.recipe in RECIPE_ALIASES:  # the old name, kept working
+            object.__setattr__(self, "recipe", RECIPE_ALIASES[self.recipe])
+        if self.recipe not in RECIPES:
+            raise SpnasError(f"--recipe {self.recipe!r} is not known; allowed: {', '.join(RECIPES)}")
         if self.threshold_units not in ("relative", "absolute"):
             raise SpnasError(f"--threshold-units {self.threshold_units!r} is not known; allowed: relative, absolute")
         if self.threshold_schedule not in THRESHOLD_SCHEDULES:
@@ -214,6 +222,13 @@ class SinglePathStrategy(DifferentiableStrategy):
     def from_options(cls, values):
         """A recipe fills in its values for the options not given explicitly."""
         values = dict(values)
+        if values.get("recipe") in RECIPE_ALIASES:
+            import warnings
+
+            new = RECIPE_ALIASES[values["recipe"]]
+            warnings.warn(f"--recipe {values['recipe']} is deprecated; it is now called --recipe {new}",
+                          FutureWarning, stacklevel=2)
+            values["recipe"] = new
         if values.get("recipe") == "authors":
             preset = dict(AUTHORS_RECIPE, lr=0.016 * values.get("batch_size", 64) / 256)
             values = {**preset, **values}

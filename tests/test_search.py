@@ -134,3 +134,31 @@ def test_threshold_schedules_and_the_target_penalty_by_hand():
         x = torch.tensor(r, requires_grad=True)
         target_penalty(x, t_star, scale).backward()
         assert float(x.grad) * sign > 0  # above T*: smaller R lowers the loss; below: larger R does
+
+
+def test_one_recipe_vocabulary_and_listed_choices(capsys):
+    """search, train and compare name their presets alike (default, authors); the old 'cpu' still
+    works, with a one-line note; choice options list their choices in --help."""
+    import warnings
+
+    from spnas.strategies.single_path import SinglePathStrategy
+
+    with pytest.warns(FutureWarning, match="--recipe cpu is deprecated; it is now called --recipe default"):
+        old = SinglePathStrategy.from_options({"recipe": "cpu"})
+    assert old.options == SinglePathStrategy.from_options({"recipe": "default"}).options
+    for command in (["search"], ["train"], ["compare"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        assert "{default,authors}" in capsys.readouterr().out.replace("\n", " ").replace(" ", "")
+    with pytest.raises(SystemExit):
+        main(["search", "--help"])
+    text = capsys.readouterr().out
+    assert "--optimizer {rmsprop,adam,sgd}" in text and "--threshold-schedule {settle,cosine,constant}" in text
+    assert "--seed SEED" in text and "same seed gives the same search" in text
+    # on the command line the note is one line
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        assert main(["search", "--recipe", "cpu", "--space", "tiny", "--device", "flops", "--epochs", "0",
+                     "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "spnas: note: --recipe cpu is deprecated; it is now called --recipe default" in err

@@ -55,7 +55,7 @@ def add_recipe_args(p: argparse.ArgumentParser, epochs_flag: str = "--epochs") -
     """The training recipe's flags (``spnas train``; ``spnas compare`` names the epochs ``--train-epochs``)."""
     from spnas.training.train import OPTIMIZERS, RECIPES, SCHEDULES
 
-    p.add_argument("--recipe", default="default", choices=sorted(RECIPES), help="training preset (default: %(default)s)")
+    p.add_argument("--recipe", default="default", choices=list(RECIPES), help="training preset (default: %(default)s)")
     p.add_argument(epochs_flag, dest="epochs", type=int, help="training epochs (default: 30)")
     p.add_argument("--batch-size", type=int, help="batch size (default: 64)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="default: the recipe's (sgd; authors: rmsprop)")

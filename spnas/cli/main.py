@@ -87,6 +87,8 @@ def add_option_flags(group, options_cls: type) -> list[str]:
             help_text += " (default: %s)" % str(f.default).replace("%", "%%")
         kw: dict = {"dest": f"opt_{f.name}", "default": None, "help": help_text,
                     "metavar": f.name.rstrip("_").upper()}
+        if meta.get("choices"):  # listed in the usage and the help: {a,b,c}
+            kw["metavar"] = "{" + ",".join(map(str, meta["choices"])) + "}"
         if meta.get("metavar"):
             kw["metavar"] = meta["metavar"]
         base = kind
@@ -98,7 +100,7 @@ def add_option_flags(group, options_cls: type) -> list[str]:
         else:
             kw["type"] = base if base in (int, float) and not meta.get("range_fraction") else str
             if meta.get("choices"):
-                kw["choices"] = list(meta["choices"])
+                kw["choices"] = [*meta["choices"], *(meta.get("aliases") or {})]  # old names still accepted
         group.add_argument(flag_name(f.name), **kw)
         names.append(f.name)
     return names
@@ -286,8 +288,27 @@ def build_parser(strategy_cls: type | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _notes(show):
+    """``warnings.showwarning`` that prints spnas's deprecation notes of options (a FutureWarning
+    whose text starts with the flag, e.g. ``--recipe cpu is deprecated``) as one line on stderr, and
+    hands every other warning to ``show``."""
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, FutureWarning) and str(message).startswith("--"):
+            print(f"spnas: note: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return show_warning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     argv = sys.argv[1:] if argv is None else list(argv)
+    if not getattr(warnings.showwarning, "spnas_notes", False):
+        warnings.showwarning = _notes(warnings.showwarning)
+        warnings.showwarning.spnas_notes = True
     try:
         parser = build_parser(_strategy_in(argv))
     except SpnasError as exc:

@@ -87,7 +87,7 @@ class SearchResult:
 
 
 def option(default: Any, help: str = "", *, choices: tuple | None = None, metavar: str | None = None,
-           cli: bool = True, range_fraction: bool = False) -> Any:
+           cli: bool = True, range_fraction: bool = False, aliases: Mapping[str, str] | None = None) -> Any:
     """A strategy option: a dataclass field whose metadata becomes a ``spnas search`` flag.
 
     The flag is the field name with dashes (``batch_size`` -> ``--batch-size``; a trailing ``_``
@@ -96,10 +96,11 @@ def option(default: Any, help: str = "", *, choices: tuple | None = None, metava
     ``range_fraction=True`` marks a cost in the device's units (a ``float | None`` field) that the
     command line also takes as ``P%`` of the space's range on the device; the caller resolves it
     to device units once the latency table is known (:func:`spnas.searching.target.parse_target_options`),
-    so the field always holds the absolute value.
+    so the field always holds the absolute value. ``aliases`` maps old values of a ``choices``
+    option to their new names: accepted (the strategy says they are deprecated), not listed.
     """
     return field(default=default, metadata={"help": help, "choices": choices, "metavar": metavar, "cli": cli,
-                                            "range_fraction": range_fraction})
+                                            "range_fraction": range_fraction, "aliases": dict(aliases or {})})
 
 
 def check_options(strategy: str, checks: list[tuple[str, bool, str]], values: Any) -> None:

@@ -25,7 +25,7 @@ from spnas._version import __version__
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "spnas.api": ("search", "train", "evaluate", "profile", "export", "compare",
-                  "SearchOutcome", "TrainOutcome", "EvaluateOutcome", "ProfileOutcome", "ExportOutcome",
+                  "SearchOutcome", "SweepOutcome", "TrainOutcome", "EvaluateOutcome", "ProfileOutcome", "ExportOutcome",
                   "CompareOutcome"),
     "spnas.space.arch": ("SKIP", "Architecture", "Op", "from_arch_def", "to_arch_def"),
     "spnas.supernet.builder": ("ChildNet", "Supernet", "recalibrate_bn"),

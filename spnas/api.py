@@ -26,6 +26,7 @@ from spnas.data.split import DataSplit
 from spnas.latency.table import LatencyTable
 from spnas.pipeline.compare import CompareOptions, CompareOutcome, run_compare
 from spnas.pipeline.search import SearchOutcome, run_search
+from spnas.pipeline.sweep import SweepOutcome, run_sweep
 from spnas.pipeline.tools import ExportOutcome, ProfileOutcome, run_export, run_profile
 from spnas.pipeline.train import EvaluateOutcome, TrainOutcome, run_evaluate, run_train
 from spnas.space.graph import SpaceGraph
@@ -40,7 +41,8 @@ def search(space: Space = "spnas-cifar", strategy: str = "single-path", device: 
            seed: int = 0, val_fraction: float = 0.2, table: LatencyTable | str | Path | None = None,
            device_options: Mapping[str, Any] | None = None, accelerator: str | None = None,
            loader_workers: int = 0, resume: bool = False, progress: bool = False, report: bool = True,
-           options: Mapping[str, Any] | None = None, **more_options: Any) -> SearchOutcome:
+           options: Mapping[str, Any] | None = None, targets: str | Sequence[Any] | None = None,
+           **more_options: Any) -> SearchOutcome | SweepOutcome:
     """Search an architecture: ``spnas search`` as a function.
 
     Args:
@@ -56,6 +58,9 @@ def search(space: Space = "spnas-cifar", strategy: str = "single-path", device: 
         table: a latency table (object or file) to use instead of the device's own.
         device_options: the device's options (``{"threads": 1}``).
         progress: show a progress bar. report: write report.md and plots/.
+        targets: several targets (``["30%", "50%", "70%"]`` or ``"30%,50%,70%"``) instead of
+            ``target``: a front, one search per target sharing one warm-up (single-path); returns a
+            :class:`~spnas.pipeline.sweep.SweepOutcome` (``.points``, ``.child(i)``, ``.run_dir``).
         options, **more_options: the strategy's options by field name (``epochs=4``,
             ``lambda_=0.02``, ``evaluations=50``), as a mapping or as keywords;
             ``spnas search --strategy NAME --help`` lists them.
@@ -65,6 +70,18 @@ def search(space: Space = "spnas-cifar", strategy: str = "single-path", device: 
         ``.accuracy``, ``.child()``, ``.run_dir``, ``.record`` (result.yaml).
     """
     options = {**dict(options or {}), **more_options}
+    if targets is not None:
+        if target is not None:
+            from spnas.core.errors import SpnasError
+
+            raise SpnasError("--target and --targets: give one (--targets runs one search per target)")
+        if loader_workers:
+            from spnas.core.errors import SpnasError
+
+            raise SpnasError("--targets loads data in the training process; leave out --loader-workers")
+        return run_sweep(space, targets, strategy, device=device, data=data, out=out, options=options, seed=seed,
+                         val_fraction=val_fraction, table=table, device_options=device_options,
+                         accelerator=accelerator, resume=resume, progress=progress, report=report)
     return run_search(space, strategy, device=device, data=data, out=out, options=options, target=target, seed=seed,
                       val_fraction=val_fraction, table=table, device_options=device_options,
                       accelerator=accelerator, loader_workers=loader_workers, resume=resume, progress=progress,
@@ -150,5 +167,6 @@ def compare(strategies: Sequence[str] | str = CompareOptions.strategies, space: 
                        **recipe_options)
 
 
-__all__ = ["CompareOutcome", "EvaluateOutcome", "ExportOutcome", "ProfileOutcome", "SearchOutcome", "TrainOutcome",
+__all__ = ["CompareOutcome", "EvaluateOutcome", "ExportOutcome", "ProfileOutcome", "SearchOutcome", "SweepOutcome",
+           "TrainOutcome",
            "compare", "evaluate", "export", "profile", "search", "train"]

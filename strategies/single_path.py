@@ -43,6 +43,10 @@ RECIPES = ("default", "authors")
 RECIPE_ALIASES = {"cpu": "default"}
 
 
+class _WarmedUp(Exception):
+    """Raised at the start of the first epoch after the warm-up, when only the warm-up was asked."""
+
+
 @dataclass
 class SinglePathOptions:
     """Options of the single-path search.
@@ -238,7 +242,18 @@ class SinglePathStrategy(DifferentiableStrategy):
         if self.options.target is not None:
             check_target(runtime, self.options.target)
 
+    def fork_epoch(self) -> int | None:
+        """The warm-up: indicator dropout and no runtime term, the same for every target."""
+        return self.options.warmup if self.options.warmup >= 1 else None
+
+    def warm_up(self, ctx: SearchContext) -> None:
+        """The warm-up epochs alone; the checkpoint they leave continues as any target's search."""
+        self._train(ctx, stop_at=self.fork_epoch())
+
     def search(self, ctx: SearchContext) -> SearchResult:
+        return self._train(ctx)
+
+    def _train(self, ctx: SearchContext, stop_at: int | None = None) -> SearchResult | None:
         opts: SinglePathOptions = self.options
         self.check(ctx.space, ctx.runtime)
         d = ctx.dist
@@ -271,8 +286,18 @@ class SinglePathStrategy(DifferentiableStrategy):
 
         checkpoint = Checkpoint(CHECKPOINT_FORMAT, functools.partial(self._checkpoint_entries, ctx),
                                 restore=functools.partial(self._restore, ctx))
-        loop.fit(functools.partial(self._step, ctx, forward, t_star), checkpoint, on_step=log_step,
-                 on_epoch_end=epoch_end, resume=ctx.resume)
+
+        def epoch_start(loop: Loop) -> None:  # a warm-up alone stops once its last epoch is saved
+            if stop_at is not None and loop.state.epoch >= stop_at:
+                raise _WarmedUp
+
+        try:
+            loop.fit(functools.partial(self._step, ctx, forward, t_star), checkpoint, on_step=log_step,
+                     on_epoch_start=epoch_start, on_epoch_end=epoch_end, resume=ctx.resume)
+        except _WarmedUp:
+            return None
+        if stop_at is not None:  # resumed past the warm-up: nothing was left to do
+            return None
         result = self._finish(ctx, net, val)
         self.supernet = net  # the trained supernet (its BatchNorm recalibrated for the result)
         return result

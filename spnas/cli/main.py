@@ -55,6 +55,10 @@ def _add_search(sub, strategy_cls: type | None) -> None:
                    "under torchrun each process uses GPU LOCAL_RANK (see docs/scaling.md)")
     p.add_argument("--loader-workers", type=int, default=0, metavar="N",
                    help="data-loading worker processes per training process (default: %(default)s: none)")
+    p.add_argument("--targets", metavar="T1,T2,...",
+                   help="a front instead of one network: one search per latency target (costs in the device's units "
+                        "or %% of the space's range, e.g. 30%%,50%%,70%%) sharing one warm-up (single-path); writes "
+                        "OUT/target-*/ and the front in OUT/sweep.yaml, report.md, plots/front.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-report", action="store_true", help="do not write report.md and plots/ at the end "
                    "(build them later with 'spnas report RUN_DIR')")
@@ -116,6 +120,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     options = {k: getattr(args, f"opt_{k}") for k in getattr(args, "option_names", [])
                if getattr(args, f"opt_{k}") is not None}
+    if args.targets is not None:
+        return _sweep(args, options)
     outcome = run_search(args.space, args.strategy, device=args.device, data=args.data, out=args.out,
                          options=options, seed=args.seed, val_fraction=args.val_fraction, table=args.device_table,
                          device_options=parse_device_options(args.device_option), accelerator=args.accelerator,
@@ -134,6 +140,30 @@ def cmd_search(args: argparse.Namespace) -> int:
         d = result.details
         print(f"evaluated {d.get('evaluations')} candidates ({d.get('stop_reason')}); "
               f"Pareto front: {len(result.pareto_front)} architectures (in result.yaml)")
+    print(f"run directory: {outcome.run_dir}")
+    if outcome.report is not None:
+        print(f"report: {outcome.report}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace, options: dict) -> int:
+    from spnas.cli.common import parse_device_options
+    from spnas.pipeline.sweep import run_sweep
+
+    if args.loader_workers:
+        raise SpnasError("--targets loads data in the training process; leave out --loader-workers")
+    outcome = run_sweep(args.space, args.targets, args.strategy, device=args.device, data=args.data, out=args.out,
+                        options=options, seed=args.seed, val_fraction=args.val_fraction, table=args.device_table,
+                        device_options=parse_device_options(args.device_option), accelerator=args.accelerator,
+                        resume=args.resume, progress=not args.quiet, report=not args.no_report,
+                        default_out="runs/sweep-{strategy}-{space}-{time}")
+    record = outcome.record
+    print(f"{'target':>8} {'predicted':>10} {'% range':>7} {'accuracy':>8}  architecture")
+    for p in record["points"]:
+        print(f"{p['target_spec']:>8} {p['predicted_latency']:>10.4f} {100 * p['range_fraction']:>6.0f}% "
+              f"{p['supernet_val_accuracy']:>8.4f}  {p['arch']}")
+    print(f"latency in {record['units']} ({args.device}); one warm-up of {record['warmup_epochs']} epochs "
+          f"({record['warmup_seconds']:.1f} s), {record['seconds']:.1f} s in all")
     print(f"run directory: {outcome.run_dir}")
     if outcome.report is not None:
         print(f"report: {outcome.report}")

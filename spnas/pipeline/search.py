@@ -158,23 +158,28 @@ class SearchOutcome:
         the search's seed), so that it scores on the validation set what the search measured. A new
         object each call (train it, export it: the outcome is not changed).
         """
-        from spnas.supernet.builder import recalibrate_bn
-        from spnas.supernet.loading import read_child
-
-        named = self.record.get("supernet")
-        source = Path(named) if isinstance(named, str) and Path(named).is_file() else self.run_dir
-        loaded = read_child(self.space, self.arch, source)
-        child = loaded.child
-        if recalibrate and loaded.from_supernet:
-            gen = torch.Generator().manual_seed(self.seed + 7)
-            loader = torch.utils.data.DataLoader(self.data.train, batch_size=BN_BATCH_SIZE, shuffle=True,
-                                                 generator=gen)
-            recalibrate_bn(child, [(x,) for (x, _), _ in zip(loader, range(BN_BATCHES))])
-        return child.eval()
+        return child_of_run(self.space, self.arch, self.record, self.run_dir, self.data, self.seed, recalibrate)
 
     def __repr__(self) -> str:
         return (f"SearchOutcome(strategy={self.strategy!r}, arch='{self.arch}', latency={self.latency:.6g} "
                 f"{self.units}, accuracy={self.accuracy:.4f}, run_dir='{self.run_dir}')")
+
+
+def child_of_run(space: SpaceGraph, arch: Architecture, record: Mapping[str, Any], run_dir: Path, data: DataSplit,
+                 seed: int, recalibrate: bool = True) -> nn.Module:
+    """The network a search found, with its inherited weights (see :meth:`SearchOutcome.child`)."""
+    from spnas.supernet.builder import recalibrate_bn
+    from spnas.supernet.loading import read_child
+
+    named = record.get("supernet")
+    source = Path(named) if isinstance(named, str) and Path(named).is_file() else run_dir
+    loaded = read_child(space, arch, source)
+    child = loaded.child
+    if recalibrate and loaded.from_supernet:
+        gen = torch.Generator().manual_seed(seed + 7)
+        loader = torch.utils.data.DataLoader(data.train, batch_size=BN_BATCH_SIZE, shuffle=True, generator=gen)
+        recalibrate_bn(child, [(x,) for (x, _), _ in zip(loader, range(BN_BATCHES))])
+    return child.eval()
 
 
 def strategy_options(strategy_cls: type[Strategy], options: Mapping[str, Any], target: Any = None) -> dict[str, Any]:
@@ -198,7 +203,8 @@ def run_search(space: SpaceGraph | str | Path, strategy: str | Strategy = "singl
                device_options: Mapping[str, Any] | None = None, runtime: RuntimeModel | None = None,
                accelerator: str | None = None, loader_workers: int = 0, resume: bool = False,
                progress: bool = False, report: bool = True, config: Mapping[str, Any] | None = None,
-               seconds_from_start: bool = False, default_out: str | None = None) -> SearchOutcome:
+               seconds_from_start: bool = False, default_out: str | None = None,
+               extra: Mapping[str, Any] | None = None) -> SearchOutcome:
     """Search ``space`` with ``strategy`` for ``device`` on ``data``; see :func:`spnas.search`.
 
     ``strategy`` is a registered name (its ``options`` are the fields of its options dataclass,
@@ -206,7 +212,8 @@ def run_search(space: SpaceGraph | str | Path, strategy: str | Strategy = "singl
     on the device) or a ready :class:`Strategy` (then ``options`` must be empty). ``runtime``
     skips the table resolution (``spnas compare`` shares one). ``config`` adds entries to
     config.yaml. ``default_out``: with ``out`` None, the run directory is this pattern
-    (``{strategy}``, ``{space}``, ``{time}``) instead of a temporary directory. ``seconds_from_start``: ``search_seconds`` is the wall time of the strategy's
+    (``{strategy}``, ``{space}``, ``{time}``) instead of a temporary directory. ``extra`` adds
+    entries to result.yaml. ``seconds_from_start``: ``search_seconds`` is the wall time of the strategy's
     search even where the strategy keeps its own clock (compare's fair accounting).
     """
     from spnas.core.distributed import MainRun, device_of, from_env, per_rank_batch, shutdown
@@ -303,6 +310,7 @@ def run_search(space: SpaceGraph | str | Path, strategy: str | Strategy = "singl
         record.setdefault(k, targets[k])
         record[f"{k}_spec"] = text
     record.update(range_position(result.latency, runtime))
+    record.update(extra or {})
     outcome = SearchOutcome(result, record, space, runtime, data, seed, out, main=d.is_main, _tmp=tmp)
     if d.is_main:
         run.write_result(record)

@@ -437,3 +437,33 @@ def plot_comparison(rows: Sequence[Mapping[str, Any]], path: str | Path, *,
     bx.invert_yaxis()
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_front(points: Sequence[Mapping[str, Any]], path: str | Path, *, units: str = "", device: str = "",
+               latency_range: Sequence[float] | None = None, title: str = "",
+               y_key: str = "supernet_val_accuracy", y_label: str = "supernet validation accuracy") -> Path:
+    """A front over latency targets: one point per target (accuracy against predicted latency),
+    joined in order of latency, each target's window [0.95 T, T] shaded and labelled."""
+    fig = _figure(6.5, 4.2)
+    ax = fig.subplots()
+    rows = sorted((p for p in points if _number(p.get("predicted_latency")) is not None
+                   and _number(p.get(y_key)) is not None), key=lambda p: float(p["predicted_latency"]))
+    for i, p in enumerate(points):
+        t = _number(p.get("target"))
+        if t is not None:
+            ax.axvspan((1 - WINDOW) * t, t, color=f"C{i % 10}", alpha=0.15,
+                       label=f"target {p.get('target_spec', t)}: [{1 - WINDOW:g} T, T]")
+    if rows:
+        ys = [float(p[y_key]) for p in rows]
+        ax.plot([float(p["predicted_latency"]) for p in rows], ys, "-o", color="black",
+                markersize=5, linewidth=1, label="found networks")
+        pad = max(0.1 * (max(ys) - min(ys)), 0.01)  # no point on the frame
+        ax.set_ylim(min(ys) - pad, max(ys) + pad)
+    if latency_range is not None and len(latency_range) == 2:
+        ax.set_xlim(float(latency_range[0]), float(latency_range[1]))
+    ax.set_xlabel(f"predicted latency{_unit(units)}" + (f", {device}" if device else ""))
+    ax.set_ylabel(y_label)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)

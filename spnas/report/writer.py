@@ -457,6 +457,14 @@ def write_report(run_dir: str | Path) -> Path:
     Raises:
         SpnasError: ``run_dir`` is not a directory, or holds neither config.yaml nor result.yaml.
     """
+    sweep = Path(run_dir) / "sweep.yaml"
+    if sweep.is_file():  # a sweep over targets (spnas search --targets): the front (its targets have theirs)
+        from spnas.report.sweep import write_sweep_report
+
+        data = _read_yaml(sweep, [])
+        if not isinstance(data.get("points"), list):
+            raise SpnasError(f"{sweep}: points: missing or unreadable; expected the sweep.yaml of 'spnas search --targets'")
+        return write_sweep_report(Path(run_dir), data)
     compare = Path(run_dir) / "compare.yaml"
     if compare.is_file():  # a 'spnas compare' directory: its own report (its stages have theirs)
         from spnas.report.compare import write_compare_report

@@ -156,4 +156,20 @@ class DifferentiableStrategy(Strategy):
 
     Subclasses implement the step loss and the read-out; the base owns seeding. (Single-path
     NAS is the built-in one; a Gumbel or ProxylessNAS-style plugin would subclass this too.)
+
+    A strategy whose first epochs do not depend on the latency target (a warm-up) can serve a
+    sweep over several targets (``spnas search --targets``, :func:`spnas.pipeline.sweep.run_sweep`):
+    the warm-up is trained once and every target's search continues from its checkpoint. It says
+    so with :meth:`fork_epoch` and :meth:`warm_up`; its :meth:`search` must then resume from a
+    warm-up checkpoint (``ctx.resume``) exactly as from its own.
     """
+
+    def fork_epoch(self) -> int | None:
+        """The epochs at the start of the search that do not depend on its latency target (None:
+        the whole search does, so a sweep cannot share them)."""
+        return None
+
+    def warm_up(self, ctx: SearchContext) -> None:  # pragma: no cover - only with fork_epoch
+        """Train the first :meth:`fork_epoch` epochs, as :meth:`search` would, and stop, leaving
+        the run's checkpoint (resumable with ``ctx.resume``) at that epoch."""
+        raise NotImplementedError

@@ -26,7 +26,7 @@ from spnas.data.split import DataSplit
 from spnas.latency.table import LatencyTable
 from spnas.pipeline.compare import CompareOptions, CompareOutcome, run_compare
 from spnas.pipeline.search import SearchOutcome, run_search
-from spnas.pipeline.sweep import SweepOutcome, run_sweep
+from spnas.pipeline.sweep import FrontTrainOutcome, SweepOutcome, is_sweep, run_sweep, run_train_front
 from spnas.pipeline.tools import ExportOutcome, ProfileOutcome, run_export, run_profile
 from spnas.pipeline.train import EvaluateOutcome, TrainOutcome, run_evaluate, run_train
 from spnas.space.graph import SpaceGraph
@@ -91,7 +91,7 @@ def search(space: Space = "spnas-cifar", strategy: str = "single-path", device: 
 def train(arch: Any, space: Space | None = None, data: Data = "digits", out: str | Path | None = None, *,
           recipe: TrainRecipe | str | None = None, seed: int = 0, val_fraction: float = 0.2,
           accelerator: str | None = None, resume: bool = False, progress: bool = False, report: bool = True,
-          **recipe_options: Any) -> TrainOutcome:
+          **recipe_options: Any) -> TrainOutcome | FrontTrainOutcome:
     """Train a network from scratch: ``spnas train`` as a function.
 
     ``arch`` is an architecture string (on ``space``, default ``spnas-cifar``), an Architecture, the
@@ -99,9 +99,21 @@ def train(arch: Any, space: Space | None = None, data: Data = "digits", out: str
     search's). ``recipe`` is a preset (``default``, ``authors``) or a TrainRecipe;
     ``**recipe_options`` override its fields (``epochs=30``, ``batch_size=64``, ``lr=0.1``, ...).
 
+    A sweep (the outcome of ``search(targets=...)``, or its directory) trains every point of its
+    front, one run per target in ``out``, and returns a
+    :class:`~spnas.pipeline.sweep.FrontTrainOutcome` (``.points`` with each trained top-1).
+
     Returns:
         A :class:`~spnas.pipeline.train.TrainOutcome`: ``.top1``, ``.top5``, ``.model()``, ``.run_dir``.
     """
+    if is_sweep(arch):
+        if space is not None:
+            from spnas.core.errors import SpnasError
+
+            raise SpnasError("a front is trained on the space it was searched on; leave out --space")
+        return run_train_front(arch, data=data, out=out, recipe=recipe, seed=seed, val_fraction=val_fraction,
+                               accelerator=accelerator, resume=resume, progress=progress, report=report,
+                               **recipe_options)
     return run_train(arch, space, data=data, out=out, recipe=recipe, seed=seed, val_fraction=val_fraction,
                      accelerator=accelerator, resume=resume, progress=progress, report=report, **recipe_options)
 
@@ -167,6 +179,7 @@ def compare(strategies: Sequence[str] | str = CompareOptions.strategies, space: 
                        **recipe_options)
 
 
-__all__ = ["CompareOutcome", "EvaluateOutcome", "ExportOutcome", "ProfileOutcome", "SearchOutcome", "SweepOutcome",
+__all__ = ["CompareOutcome", "EvaluateOutcome", "ExportOutcome", "FrontTrainOutcome", "ProfileOutcome", "SearchOutcome",
+           "SweepOutcome",
            "TrainOutcome",
            "compare", "evaluate", "export", "profile", "search", "train"]

@@ -129,3 +129,21 @@ def test_sweep_user_errors_are_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_train_takes_a_sweep_and_trains_every_point_with_one_recipe(straight, tmp_path, capsys):
+    out = tmp_path / "trained"
+    assert main(["train", str(straight.run_dir), "--epochs", "1", "--quiet", "--out", str(out)]) == 0
+    front = yaml.safe_load((out / "front.yaml").read_text())
+    assert [p["target_spec"] for p in front["points"]] == TARGETS and front["epochs"] == 1
+    for point, found in zip(front["points"], straight.points):
+        # each point trained from scratch: the same as 'spnas train' of that architecture with the recipe
+        alone = spnas.train(found["arch"], "tiny", epochs=1, out=tmp_path / f"alone-{point['run']}", report=False)
+        assert point["arch"] == found["arch"] and point["top1"] == alone.top1
+        assert point["predicted_latency"] == found["predicted_latency"]
+    report = (out / "report.md").read_text()
+    assert "a front trained from scratch" in report and (out / "plots" / "front.png").is_file()
+    # resuming a finished front trains nothing again
+    before = {p: p.stat().st_mtime_ns for p in out.glob("target-*/model.pt")}
+    assert main(["train", str(straight.run_dir), "--epochs", "1", "--quiet", "--out", str(out), "--resume"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("target-*/model.pt")} == before

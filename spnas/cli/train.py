@@ -22,7 +22,8 @@ def add_train_parsers(sub) -> None:
                                    "result.yaml / run directory of a search) from a fresh initialization. Writes a "
                                    "run directory with checkpoint.pt (every epoch), model.pt, result.yaml and a "
                                    "report. A --recipe sets every training option; explicit flags override it.")
-    p.add_argument("arch", metavar="ARCH|RESULT", help="architecture string, or a search's result.yaml or run directory")
+    p.add_argument("arch", metavar="ARCH|RESULT", help="architecture string, or a search's result.yaml or run directory; "
+                   "the directory of 'spnas search --targets' trains every point of its front")
     p.add_argument("--space", default=None,
                    help="registered search space name or YAML path (default: the result's space, else spnas-cifar)")
     data_args(p)
@@ -55,6 +56,10 @@ def add_train_parsers(sub) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from spnas.api import train
+    from spnas.pipeline.sweep import is_sweep
+
+    if is_sweep(args.arch):
+        return _train_front(args)
 
     outcome = train(args.arch, args.space, data=args.data, out=args.out or _default_out(args),
                     recipe=args.recipe, seed=args.seed, val_fraction=args.val_fraction, accelerator=args.accelerator,
@@ -67,6 +72,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"test top-1 {result['test_top1']:.4f}, top-5 {result['test_top5']:.4f}")
     print(f"model: {outcome.run_dir / 'model.pt'}")
     print(f"run directory: {outcome.run_dir}")
+    return 0
+
+
+def _train_front(args: argparse.Namespace) -> int:
+    from spnas.api import train
+
+    out = args.out or Path("runs") / f"train-front-{time.strftime('%Y%m%d-%H%M%S')}"
+    outcome = train(args.arch, args.space, data=args.data, out=out, recipe=args.recipe, seed=args.seed,
+                    val_fraction=args.val_fraction, accelerator=args.accelerator, resume=args.resume,
+                    progress=not args.quiet, **recipe_options(args))
+    print(f"{'target':>8} {'predicted':>10} {'top-1':>7}  architecture")
+    for p in outcome.points:
+        print(f"{p['target_spec']:>8} {p['predicted_latency']:>10.4f} {p['top1']:>7.4f}  {p['arch']}")
+    print(f"run directory: {outcome.run_dir}")
+    if outcome.report is not None:
+        print(f"report: {outcome.report}")
     return 0
 
 

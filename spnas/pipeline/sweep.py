@@ -238,3 +238,96 @@ def _target(strategy, spec: str, target: float, space, data, runtime, out: Path,
                          config={"sweep": str(out), "target_spec": spec, "forked_from": f"../{WARMUP_DIR}"},
                          extra={"target_spec": spec, "target": target, "run": name})
     return outcome.record
+
+
+FRONT_FILE = "front.yaml"
+
+
+@dataclass
+class FrontTrainOutcome:
+    """Every point of a front trained from scratch with one recipe: ``points`` are the trainings'
+    ``result.yaml`` contents with the point's target and predicted latency; ``record`` is
+    ``front.yaml``; ``run_dir`` holds one training run per target."""
+
+    record: dict[str, Any]
+    points: list[dict[str, Any]]
+    run_dir: Path
+    report: Path | None = None
+    _tmp: Any = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.record)
+
+    def __repr__(self) -> str:
+        pts = ", ".join(f"{p['target_spec']}: {p['predicted_latency']:.4g} {p['top1']:.3f}" for p in self.points)
+        return f"FrontTrainOutcome({pts}; run_dir='{self.run_dir}')"
+
+
+def read_sweep(sweep: Any) -> tuple[Path, dict[str, Any]]:
+    """The directory and ``sweep.yaml`` of a sweep (a :class:`SweepOutcome` or its directory)."""
+    path = sweep.run_dir if isinstance(sweep, SweepOutcome) else Path(sweep)
+    file = path / SWEEP_FILE
+    if not file.is_file():
+        raise SpnasError(f"{path}: not a sweep (no {SWEEP_FILE}); give the --out of 'spnas search --targets'")
+    record = read_yaml(file)
+    if not isinstance(record, dict) or not isinstance(record.get("points"), list) or not record["points"]:
+        raise SpnasError(f"{file}: points: missing or empty; expected the sweep.yaml of 'spnas search --targets'")
+    return path, record
+
+
+def is_sweep(value: Any) -> bool:
+    return isinstance(value, SweepOutcome) or (isinstance(value, (str, Path)) and (Path(value) / SWEEP_FILE).is_file())
+
+
+def run_train_front(sweep: Any, *, data: DataSplit | str = "digits", out: str | Path | None = None,
+                    recipe: Any = None, seed: int = 0, val_fraction: float = 0.2, accelerator: str | None = None,
+                    resume: bool = False, progress: bool = False, report: bool = True,
+                    **recipe_options: Any) -> FrontTrainOutcome:
+    """Train every point of a sweep from scratch with one recipe (``spnas train SWEEP_DIR``), one
+    training run per target in ``out``, and report the front of the trained networks."""
+    from spnas.pipeline.train import make_recipe, run_train
+
+    path, record = read_sweep(sweep)
+    recipe_obj = make_recipe(recipe, **recipe_options)  # a bad recipe fails before anything trains
+    config = read_yaml(path / CONFIG_FILE) if (path / CONFIG_FILE).is_file() else {}
+    space = load_space(config.get("space") or record["space"]) if isinstance(config, dict) else load_space(record["space"])
+    tmp = tempfile.TemporaryDirectory(prefix="spnas-train-front-") if out is None else None
+    out = Path(tmp.name if tmp else out)
+    if (out / FRONT_FILE).is_file() and not resume:
+        raise SpnasError(f"{out}: already holds a trained front; pass --resume, or choose another --out")
+    points = []
+    try:
+        for point in record["points"]:
+            sub = out / target_dir(str(point["target_spec"]))
+            if (sub / "result.yaml").is_file():
+                trained = read_yaml(sub / "result.yaml")
+                if trained.get("arch") != point["arch"]:
+                    raise SpnasError(f"{sub}: trained {trained.get('arch')!r}, not the front's {point['arch']!r}; "
+                                     f"choose another --out")
+            else:
+                trained = run_train(point["arch"], space, data=data, out=sub, recipe=recipe_obj, seed=seed,
+                                    val_fraction=val_fraction, accelerator=accelerator,
+                                    resume=resume and (sub / "checkpoint.pt").is_file(), progress=progress,
+                                    report=report, config={"command": "train", "front": str(path)}).record
+            points.append({**trained, "target_spec": point["target_spec"], "target": point.get("target"),
+                           "predicted_latency": point["predicted_latency"], "units": point.get("units"),
+                           "supernet_val_accuracy": point.get("supernet_val_accuracy"),
+                           "run": sub.name})
+    except BaseException:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
+    front = {"kind": "trained front", "sweep": str(path), "space": space.name, "device": record.get("device"),
+             "units": record.get("units"), "seed": seed, "epochs": recipe_obj.epochs,
+             "latency_range": record.get("latency_range"),
+             "points": [{k: p.get(k) for k in ("target_spec", "target", "arch", "predicted_latency", "units",
+                                               "supernet_val_accuracy", "top1", "top5", "test_top1", "train_seconds",
+                                               "run")} for p in points]}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / FRONT_FILE, dump_yaml(front))
+    outcome = FrontTrainOutcome(front, points, out, _tmp=tmp)
+    if report:
+        from spnas.report.sweep import write_front_report
+
+        outcome.report = write_front_report(out, front)
+    return outcome

@@ -45,3 +45,34 @@ def write_sweep_report(out: Path, record: Mapping[str, Any]) -> Path:
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def write_front_report(out: Path, record: Mapping[str, Any]) -> Path:
+    """The front of a sweep trained from scratch (``spnas train SWEEP_DIR``): trained top-1 against
+    predicted latency, one row per target."""
+    from spnas.report.plots import plot_front
+
+    out = Path(out)
+    points = record["points"]
+    u = record.get("units", "")
+    test = any(p.get("test_top1") is not None for p in points)
+    plot_front(points, out / "plots" / "front.png", units=u, device=str(record.get("device", "")),
+               latency_range=record.get("latency_range"), y_key="top1",
+               y_label="top-1 (validation), trained from scratch",
+               title=f"{record.get('space')}: the front of {record.get('sweep')}, trained {record.get('epochs')} epochs")
+    lines = [f"# {out.name}: a front trained from scratch", "",
+             f"The {len(points)} networks of the sweep `{record.get('sweep')}` on `{record.get('space')}`, each "
+             f"trained from scratch for {record.get('epochs')} epochs with one recipe (seed {record.get('seed')}).",
+             "", f"| target | architecture | predicted ({u}) | supernet acc. | top-1 | top-5 | "
+             + ("test top-1 | " if test else "") + "training (s) | run |",
+             "|---|---|---|---|---|---|" + ("---|" if test else "") + "---|---|"]
+    for p in points:
+        arch = str(p.get("arch")).replace("|", "\\|")
+        lines.append(f"| {p.get('target_spec')} | `{arch}` | {_fmt(p.get('predicted_latency'))} | "
+                     f"{_fmt(p.get('supernet_val_accuracy'))} | {_fmt(p.get('top1'))} | {_fmt(p.get('top5'))} | "
+                     + (f"{_fmt(p.get('test_top1'))} | " if test else "")
+                     + f"{_fmt(p.get('train_seconds'), '.1f')} | [{p.get('run')}]({p.get('run')}/report.md) |")
+    lines += ["", "![front](plots/front.png)", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -457,6 +457,14 @@ def write_report(run_dir: str | Path) -> Path:
     Raises:
         SpnasError: ``run_dir`` is not a directory, or holds neither config.yaml nor result.yaml.
     """
+    front = Path(run_dir) / "front.yaml"
+    if front.is_file():  # a sweep's front trained from scratch (spnas train SWEEP_DIR)
+        from spnas.report.sweep import write_front_report
+
+        data = _read_yaml(front, [])
+        if not isinstance(data.get("points"), list):
+            raise SpnasError(f"{front}: points: missing or unreadable; expected the front.yaml of 'spnas train SWEEP_DIR'")
+        return write_front_report(Path(run_dir), data)
     sweep = Path(run_dir) / "sweep.yaml"
     if sweep.is_file():  # a sweep over targets (spnas search --targets): the front (its targets have theirs)
         from spnas.report.sweep import write_sweep_report

@@ -69,10 +69,11 @@ def test_each_point_is_the_search_its_target_alone_runs(straight, tmp_path):
     assert warm_steps == 2 * target_steps // 3
 
 
-@pytest.mark.parametrize("stop_at", [2, 3, 4], ids=["in-warm-up", "in-first-target", "in-last-target"])
+@pytest.mark.parametrize("stop_at", [2, 4], ids=["in-warm-up", "in-a-target"])
 def test_a_sweep_killed_in_any_phase_resumes_to_the_uninterrupted_one(straight, tmp_path, monkeypatch, stop_at):
     """Checkpoint writes of a sweep: warm-up epochs 1 and 2, then each target's epoch 3. A kill
-    before write ``stop_at`` leaves the sweep mid-warm-up, mid-first target or mid-last target."""
+    before write ``stop_at`` leaves the sweep in its warm-up, or in a target's runtime phase after
+    another target finished (the target phases all run the same code)."""
     real = RunDir.save_checkpoint
     calls = []
 
@@ -137,10 +138,10 @@ def test_train_takes_a_sweep_and_trains_every_point_with_one_recipe(straight, tm
     front = yaml.safe_load((out / "front.yaml").read_text())
     assert [p["target_spec"] for p in front["points"]] == TARGETS and front["epochs"] == 1
     for point, found in zip(front["points"], straight.points):
-        # each point trained from scratch: the same as 'spnas train' of that architecture with the recipe
-        alone = spnas.train(found["arch"], "tiny", epochs=1, out=tmp_path / f"alone-{point['run']}", report=False)
-        assert point["arch"] == found["arch"] and point["top1"] == alone.top1
-        assert point["predicted_latency"] == found["predicted_latency"]
+        assert point["arch"] == found["arch"] and point["predicted_latency"] == found["predicted_latency"]
+    # a point trained from scratch: the same as 'spnas train' of its architecture with the recipe
+    alone = spnas.train(straight.points[1]["arch"], "tiny", epochs=1, out=tmp_path / "alone", report=False)
+    assert front["points"][1]["top1"] == alone.top1
     report = (out / "report.md").read_text()
     assert "a front trained from scratch" in report and (out / "plots" / "front.png").is_file()
     # resuming a finished front trains nothing again

@@ -163,10 +163,12 @@ def compare(strategies: Sequence[str] | str = CompareOptions.strategies, space: 
             recipe: TrainRecipe | str | None = None, table: LatencyTable | str | Path | None = None,
             device_options: Mapping[str, Any] | None = None, val_fraction: float = 0.2,
             accelerator: str | None = None, resume: bool = False, progress: bool = False,
-            **recipe_options: Any) -> CompareOutcome:
+            targets: Sequence[Any] | str | None = None, **recipe_options: Any) -> CompareOutcome:
     """Several strategies on one supernet and one latency table, every found network trained from
     scratch: ``spnas compare`` as a function. ``seeds`` is a count or a list; ``**recipe_options``
-    set the training recipe (``epochs=5`` is ``--train-epochs 5``).
+    set the training recipe (``epochs=5`` is ``--train-epochs 5``). ``targets`` (instead of
+    ``target``) compares at each target, sharing each seed's supernet and single-path's warm-up
+    across targets; ``.aggregate`` then has one entry per target and strategy (``target_spec``).
 
     Returns:
         A :class:`~spnas.pipeline.compare.CompareOutcome`: ``.rows``, ``.aggregate`` (mean ± std over
@@ -176,7 +178,7 @@ def compare(strategies: Sequence[str] | str = CompareOptions.strategies, space: 
                        supernet_epochs=supernet_epochs, evaluations=evaluations, random_archs=random_archs,
                        measure=measure, recipe=recipe, table=table, device_options=device_options,
                        val_fraction=val_fraction, accelerator=accelerator, resume=resume, progress=progress,
-                       **recipe_options)
+                       targets=targets, **recipe_options)
 
 
 __all__ = ["CompareOutcome", "EvaluateOutcome", "ExportOutcome", "FrontTrainOutcome", "ProfileOutcome", "SearchOutcome",

@@ -28,6 +28,10 @@ def add_compare_parser(sub) -> None:
     data_args(c)
     c.add_argument("--target", metavar="T", help="latency window [0.95T, T] for every strategy: T in the device's "
                    "units, or a fraction of the space's range on the device, e.g. 40%% (lo + 0.4 (hi - lo))")
+    c.add_argument("--targets", metavar="T1,T2,...",
+                   help="compare at several targets (costs or %% of the range, e.g. 30%%,50%%,70%%): one comparison per "
+                        "target in OUT/target-*/, each seed's uniform supernet and single-path's warm-up trained once "
+                        "and shared; the report shows each strategy's front")
     c.add_argument("--supernet-epochs", type=int, default=8,
                    help="supernet epochs, shared uniform or single-path's own (default: %(default)s)")
     c.add_argument("--evaluations", type=int, default=100,
@@ -90,8 +94,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
                       random_archs=args.random_archs, measure=args.measure, recipe=args.recipe,
                       table=args.device_table, device_options=parse_device_options(args.device_option),
                       val_fraction=args.val_fraction, accelerator=args.accelerator, resume=args.resume,
-                      progress=not args.quiet, **recipe_options(args))
+                      progress=not args.quiet, targets=args.targets, **recipe_options(args))
     result = outcome.record
+    if args.targets is not None:
+        print(f"{'target':>8} {'strategy':<16} {'n':>3} {'top-1 mean':>10} {'predicted':>10}")
+        for a in result["aggregate"]:
+            print(f"{a['target_spec']:>8} {a['strategy']:<16} {a['n']:>3} {a['top1_mean']:>10.4f} "
+                  f"{a['predicted_latency_mean']:>10.4f}")
+        print(f"latency in {result['units']}; report: {outcome.report}")
+        return 0
     u = result["units"]
     print(f"{'seed':>4} {'strategy':<16} {'predicted':>10} {'measured':>10} {'top-1':>7} {'search s':>9}  architecture")
     for r in result["results"]:

@@ -198,7 +198,13 @@ class Comparison:
     """
 
     def __init__(self, space: SpaceGraph, data: DataSplit, runtime: RuntimeModel, device: Any, out: Path,
-                 opts: CompareOptions, *, accelerator: str = "cpu", resume: bool = False, progress: bool = True):
+                 opts: CompareOptions, *, accelerator: str = "cpu", resume: bool = False, progress: bool = True,
+                 supernets_from: "Comparison | None" = None, warmups: Path | None = None):
+        """``supernets_from``: another comparison (of another target) whose per-seed uniform supernets
+        this one reuses (they do not depend on the target). ``warmups``: a directory for one
+        warm-up per seed that a strategy with a target-independent warm-up (single-path) trains
+        once and every target's search forks from (see :mod:`spnas.pipeline.sweep`)."""
+        self.supernets_from, self.warmups = supernets_from, warmups
         if isinstance(opts.target, str):  # '40%' of the space's range, in device units now that the table is known
             opts = dataclasses.replace(opts, target=resolve_target(opts.target, runtime))
         self.space, self.data, self.runtime, self.device = space, data, runtime, device
@@ -231,6 +237,8 @@ class Comparison:
         return self.out if len(self.opts.seeds) == 1 else self.out / f"seed-{seed}"
 
     def supernet_path(self, seed: int) -> Path:
+        if self.supernets_from is not None:
+            return self.supernets_from.supernet_path(seed)
         return self.seed_dir(seed) / "supernet" / "supernet.pt"
 
     def _stage(self, path: Path) -> tuple[RunDir, bool]:
@@ -259,12 +267,22 @@ class Comparison:
 
     def _search(self, seed: int, name: str) -> dict[str, Any]:
         from spnas.pipeline.search import run_search
+        from spnas.searching.strategy import DifferentiableStrategy
 
         path = self.seed_dir(seed) / f"search-{name}"
         if (path / "result.yaml").is_file():
             return read_yaml(path / "result.yaml")
         strategy, _ = _strategy(name, self.opts, self.supernet_path(seed))
         resume = self.resume and (path / "checkpoint.pt").exists()
+        if (self.warmups is not None and isinstance(strategy, DifferentiableStrategy)
+                and strategy.fork_epoch() is not None and not (path / "checkpoint.pt").exists()):
+            from spnas.pipeline.sweep import _warm_up, fork
+
+            warm = self.warmups / f"{name}-seed-{seed}"
+            _warm_up(strategy, self.space, self.data, self.runtime, warm, seed, self.accelerator.type, self.resume,
+                     self.progress, {"command": "compare/warmup", "strategy": name})
+            fork(warm, path)  # this target's search continues the shared warm-up
+            resume = True
         outcome = run_search(self.space, strategy, data=self.data, runtime=self.runtime, out=path, seed=seed,
                              accelerator=self.accelerator.type, resume=resume, progress=self.progress,
                              config={"command": "compare/search"}, seconds_from_start=True)
@@ -436,7 +454,7 @@ def run_compare(strategies: Sequence[str] | str = CompareOptions.strategies, spa
                 recipe: TrainRecipe | str | None = None, table: Any = None,
                 device_options: Mapping[str, Any] | None = None, val_fraction: float = 0.2,
                 accelerator: str | None = None, resume: bool = False, progress: bool = False,
-                **recipe_options: Any) -> CompareOutcome:
+                targets: Sequence[Any] | str | None = None, **recipe_options: Any) -> CompareOutcome:
     """Run a comparison; see :func:`spnas.compare`."""
     import tempfile
 
@@ -450,6 +468,14 @@ def run_compare(strategies: Sequence[str] | str = CompareOptions.strategies, spa
         if seeds < 1:
             raise SpnasError(f"--seeds {seeds}: a count must be >= 1")
         seeds = tuple(range(seeds))
+    specs = None
+    if targets is not None:
+        from spnas.pipeline.sweep import parse_targets
+
+        if target is not None:
+            raise SpnasError("--target and --targets: give one (--targets compares at each target)")
+        specs = parse_targets(targets)
+        target = specs[0]
     opts = CompareOptions(strategies=tuple(strategies), target=target, supernet_epochs=supernet_epochs,
                           evaluations=evaluations, recipe=make_recipe(recipe, **recipe_options), seeds=tuple(seeds),
                           random_archs=random_archs, measure=measure)
@@ -460,10 +486,46 @@ def run_compare(strategies: Sequence[str] | str = CompareOptions.strategies, spa
     tmp = tempfile.TemporaryDirectory(prefix="spnas-compare-") if out is None else None
     out = Path(tmp.name if tmp else out)
     try:
-        record = Comparison(graph, data, runtime, dev, out, opts, accelerator=accel, resume=resume,
-                            progress=progress).run()
+        if specs is None:
+            record = Comparison(graph, data, runtime, dev, out, opts, accelerator=accel, resume=resume,
+                                progress=progress).run()
+        else:
+            record = _compare_targets(graph, data, runtime, dev, out, opts, specs, accel, resume, progress)
     except BaseException:
         if tmp is not None:
             tmp.cleanup()
         raise
     return CompareOutcome(record, out, _tmp=tmp)
+
+
+def _compare_targets(space, data, runtime, device, out: Path, opts: CompareOptions, specs: list[str], accel: str,
+                     resume: bool, progress: bool) -> dict[str, Any]:
+    """``spnas compare --targets``: one comparison per target in ``out/target-<spec>/``, sharing
+    what does not depend on the target: each seed's uniform supernet (trained with the first
+    target's comparison, reused by the others) and single-path's warm-up (trained once per seed in
+    ``out/warmup/``, forked into every target's search). ``compare-front.yaml``, ``report.md`` and
+    ``plots/front.png`` show each strategy's front of networks trained from scratch."""
+    from spnas.pipeline.sweep import target_dir
+    from spnas.report.compare import write_compare_front_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    comparisons: list[Comparison] = []
+    for spec in specs:  # every target checked (reachable, random-arch's window) before anything trains
+        comparisons.append(Comparison(space, data, runtime, device, out / target_dir(spec),
+                                      dataclasses.replace(opts, target=spec, target_spec=spec), accelerator=accel,
+                                      resume=resume and (out / target_dir(spec) / "compare-config.yaml").exists(),
+                                      progress=progress, supernets_from=comparisons[0] if comparisons else None,
+                                      warmups=out / "warmup"))
+    records = [c.run() for c in comparisons]
+    rows = [{**r, "target_spec": spec} for spec, record in zip(specs, records) for r in record["results"]]
+    agg = [{**a, "target_spec": spec, "target": record["target"]} for spec, record in zip(specs, records)
+           for a in record["aggregate"]]
+    front = {"kind": "compare front", "space": space.name, "data": data.name, "device": runtime.table.header.device,
+             "units": runtime.units, "targets": specs, "seeds": list(opts.seeds),
+             "strategies": list(opts.strategies), "supernet_epochs": opts.supernet_epochs,
+             "evaluations": opts.evaluations, "train_epochs": opts.recipe.epochs,
+             "latency_range": records[0].get("latency_range"), "runs": [target_dir(s) for s in specs],
+             "results": rows, "aggregate": agg}
+    atomic_write_text(out / "compare-front.yaml", dump_yaml(front))
+    write_compare_front_report(out, front)
+    return front

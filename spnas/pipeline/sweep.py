@@ -191,6 +191,20 @@ def run_sweep(space: SpaceGraph | str | Path, targets: str | Sequence[Any], stra
     return outcome
 
 
+def fork(warmup: Path, path: Path) -> None:
+    """Start the run ``path`` where the warm-up run ``warmup`` stopped: its checkpoint, log and
+    TensorBoard scalars (a resume of ``path`` then continues it exactly)."""
+    path.mkdir(parents=True, exist_ok=True)
+    if (warmup / "tb").is_dir():  # the resume purges the steps after the checkpoint
+        shutil.copytree(warmup / "tb", path / "tb", dirs_exist_ok=True)
+    for file in ("log.jsonl", "checkpoint.pt"):  # the checkpoint last: it is what makes the fork count
+        src = warmup / file
+        if src.is_file():
+            tmp = path / f".{file}.tmp"
+            shutil.copyfile(src, tmp)
+            tmp.replace(path / file)
+
+
 def _warm_up(strategy, space, data, runtime, path: Path, seed: int, accel: str, resume: bool, progress: bool,
              config: Mapping[str, Any]) -> float:
     """The shared warm-up in ``path`` unless it is done; returns the seconds it took (recorded)."""
@@ -223,16 +237,8 @@ def _target(strategy, spec: str, target: float, space, data, runtime, out: Path,
     path = out / name
     if (path / "result.yaml").is_file():
         return read_yaml(path / "result.yaml")
-    if not (path / "checkpoint.pt").is_file():  # the fork: the warm-up's checkpoint and log
-        path.mkdir(parents=True, exist_ok=True)
-        if (out / WARMUP_DIR / "tb").is_dir():  # its TensorBoard scalars too (the resume purges later steps)
-            shutil.copytree(out / WARMUP_DIR / "tb", path / "tb", dirs_exist_ok=True)
-        for file in ("log.jsonl", "checkpoint.pt"):  # the checkpoint last: it is what makes the fork count
-            src = out / WARMUP_DIR / file
-            if src.is_file():
-                tmp = path / f".{file}.tmp"
-                shutil.copyfile(src, tmp)
-                tmp.replace(path / file)
+    if not (path / "checkpoint.pt").is_file():
+        fork(out / WARMUP_DIR, path)
     outcome = run_search(space, strategy, data=data, runtime=runtime, out=path, seed=seed, accelerator=accel,
                          resume=True, progress=progress, report=report,
                          config={"sweep": str(out), "target_spec": spec, "forked_from": f"../{WARMUP_DIR}"},

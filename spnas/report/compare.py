@@ -110,3 +110,37 @@ def write_compare_report(out: Path, result: dict[str, Any]) -> Path:
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+def write_compare_front_report(out: Path, result: dict[str, Any]) -> Path:
+    """``spnas compare --targets``: each strategy's front (mean top-1 from scratch against mean
+    predicted latency, one point per target), a table per target, links to each target's report."""
+    from spnas.report.plots import plot_compare_fronts
+
+    out = Path(out)
+    u = result["units"]
+    agg = result["aggregate"]
+    plot_compare_fronts(agg, out / "plots" / "front.png", units=u, device=result["device"],
+                        latency_range=result.get("latency_range"),
+                        title=f"{result['space']}: trained from scratch, {_seeds_words(result['seeds'])}")
+    strategies = list(dict.fromkeys(a["strategy"] for a in agg))
+    lines = [f"# Strategy fronts on {result['space']}", "",
+             f"Data `{result['data']}`, device `{result['device']}` ({u}), targets "
+             f"{', '.join(result['targets'])}, {_seeds_words(result['seeds'])}. One comparison per target "
+             f"(links below); each seed's uniform supernet is trained once and shared by every target, and "
+             f"single-path's warm-up is trained once per seed and forked into every target's search. Every "
+             f"found network trained from scratch for {result['train_epochs']} epochs with one recipe.", "",
+             "Top-1 mean ± std over seeds (predicted latency):", "",
+             "| strategy | " + " | ".join(result["targets"]) + " |", "|---|" + "---|" * len(result["targets"])]
+    for name in strategies:
+        cells = []
+        for spec in result["targets"]:
+            a = next((x for x in agg if x["strategy"] == name and x["target_spec"] == spec), None)
+            cells.append("n/a" if a is None else f"{_mean_std(a, 'top1')} ({_fmt(a.get('predicted_latency_mean'))})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Per target: " + ", ".join(f"[{spec}]({run}/report.md)" for spec, run in
+                                           zip(result["targets"], result["runs"])), "",
+              "![fronts](plots/front.png)", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

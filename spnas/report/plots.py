@@ -467,3 +467,28 @@ def plot_front(points: Sequence[Mapping[str, Any]], path: str | Path, *, units: 
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2, frameon=False)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def plot_compare_fronts(aggregate: Sequence[Mapping[str, Any]], path: str | Path, *, units: str = "",
+                        device: str = "", latency_range: Sequence[float] | None = None, title: str = "") -> Path:
+    """``spnas compare --targets``: one line per strategy through its targets, at the mean predicted
+    latency and mean top-1 from scratch of each, with the sample std as error bars."""
+    fig = _figure(7, 4.4)
+    ax = fig.subplots()
+    names = list(dict.fromkeys(str(a.get("strategy")) for a in aggregate))
+    for i, name in enumerate(names):
+        own = sorted((a for a in aggregate if str(a.get("strategy")) == name
+                      and _number(a.get("predicted_latency_mean")) is not None),
+                     key=lambda a: float(a["predicted_latency_mean"]))
+        xs = [float(a["predicted_latency_mean"]) for a in own]
+        ys = [float(a["top1_mean"]) for a in own]
+        ax.errorbar(xs, ys, yerr=[_number(a.get("top1_std")) or 0.0 for a in own], fmt="-o", color=f"C{i % 10}",
+                    capsize=3, markersize=5, linewidth=1, label=name)
+    if latency_range is not None and len(latency_range) == 2:
+        ax.set_xlim(float(latency_range[0]), float(latency_range[1]))
+    ax.set_xlabel(f"predicted latency{_unit(units)}" + (f", {device}" if device else ""))
+    ax.set_ylabel("top-1 (validation), trained from scratch\nmean ± std over seeds")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3, frameon=False)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -457,6 +457,14 @@ def write_report(run_dir: str | Path) -> Path:
     Raises:
         SpnasError: ``run_dir`` is not a directory, or holds neither config.yaml nor result.yaml.
     """
+    fronts = Path(run_dir) / "compare-front.yaml"
+    if fronts.is_file():  # spnas compare --targets: the strategies' fronts (each target has its own report)
+        from spnas.report.compare import write_compare_front_report
+
+        data = _read_yaml(fronts, [])
+        if not isinstance(data.get("aggregate"), list):
+            raise SpnasError(f"{fronts}: aggregate: missing or unreadable; expected 'spnas compare --targets' output")
+        return write_compare_front_report(Path(run_dir), data)
     front = Path(run_dir) / "front.yaml"
     if front.is_file():  # a sweep's front trained from scratch (spnas train SWEEP_DIR)
         from spnas.report.sweep import write_front_report

@@ -22,6 +22,8 @@ from spnas.testing import DeviceContract
 HAVE_TFLITE = all(importlib.util.find_spec(m) for m in ("tensorflow", "keras", "ai_edge_litert"))
 HAVE_ORT = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
 FAST = {"runs": 3, "warmup": 1, "min_time": 0.0, "rounds": 1, "processes": 1, "calibrate": 1}
+#: the TFLite tests' space: 11 models to convert (tiny: 30), at about a second a conversion
+ONE_STAGE = Path(__file__).parent / "data" / "one_stage.yaml"
 
 
 @pytest.fixture
@@ -146,29 +148,38 @@ def test_bad_device_options_are_refused():
         _Synthetic(thread=1)
 
 
+# The tests of one device share its measured table through the cache (tests/conftest.py): one
+# xdist_group each, so that they run in one process, one after another, and measure it once.
+@pytest.mark.slow
+@pytest.mark.xdist_group("tflite-table")
 @pytest.mark.skipif(not HAVE_TFLITE, reason="tensorflow / ai-edge-litert not installed")
 class TestTFLiteDevice(DeviceContract):
     device = "tflite"
     options = FAST
+    space = str(ONE_STAGE)
 
 
+@pytest.mark.xdist_group("onnxruntime-table")
 @pytest.mark.skipif(not HAVE_ORT, reason="onnx / onnxruntime not installed")
 class TestOnnxRuntimeDevice(DeviceContract):
     device = "onnxruntime"
     options = FAST
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("tflite-table")
 @pytest.mark.skipif(not HAVE_TFLITE, reason="tensorflow / ai-edge-litert not installed")
-def test_tflite_measures_a_network_and_the_table_records_its_runtime(tiny):
+def test_tflite_measures_a_network_and_the_table_records_its_runtime():
     from spnas.core.registry import get_registry
 
+    space = SpaceGraph.load(ONE_STAGE)
     device = get_registry().get("device", "tflite")(**FAST)
-    table = device.latency_table(tiny, progress=False)
+    table = device.latency_table(space, progress=False)
     assert "ai-edge-litert" in table.header.runtime_version and table.header.threads == 1
     assert 0 < table.overhead < min(v for row in table.entries.values() for v in row.values() if v > 0) * 100
-    t = device.measure_network(tiny, tiny.largest())
+    t = device.measure_network(space, space.largest())
     assert t.median > 0 and t.runs >= 3
-    several = device.measure_networks(tiny, [tiny.largest(), tiny.smallest()], progress=False)
+    several = device.measure_networks(space, [space.largest(), space.smallest()], progress=False)
     assert len(several) == 2 and all(x.median > 0 for x in several)
 
 
@@ -176,6 +187,7 @@ def _cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "spnas", *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.xdist_group("onnxruntime-table")
 @pytest.mark.skipif(not HAVE_ORT, reason="onnx / onnxruntime not installed")
 def test_profile_then_use_the_table_file(tmp_path):
     out = tmp_path / "tiny-ort.json"
@@ -193,6 +205,7 @@ def test_profile_then_use_the_table_file(tmp_path):
     assert "measured latency:" in proc.stdout
 
 
+@pytest.mark.xdist_group("onnxruntime-table")
 @pytest.mark.skipif(not HAVE_ORT, reason="onnx / onnxruntime not installed")
 def test_validate_reports_errors_and_writes_plot_and_numbers(tmp_path):
     opts = [f"--device-option={k}={v}" for k, v in FAST.items()]

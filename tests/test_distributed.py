@@ -9,6 +9,9 @@
 * ``torchrun ... -m spnas search`` writes one run directory, and a run killed with SIGKILL and
   resumed under torchrun ends where an uninterrupted one does;
 * sampling strategies evaluate candidates on both ranks and find what one process finds.
+
+The tests sharing a module fixture (one torchrun launch serving several of them) form an
+``xdist_group``: pytest-xdist runs them in one process, so that the fixture's launch runs once.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from spnas.cli.main import main
 from spnas.core.distributed import SINGLE, Distributed, from_env, synced_batch_norm, train_loader
 from spnas.core.errors import SpnasError
 
@@ -36,6 +40,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SPNAS_DISA
 for _var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
     ENV.pop(_var, None)
 BASE = ["--space", "tiny", "--device", "flops", "--quiet", "--seed", "5", "--accelerator", "cpu"]
+#: the 2-process single-path search of the fixture ``ddp_search`` and of the kill-and-resume test
+SEARCH = ["search", *BASE, "--epochs", "3", "--batch-size", "128", "--no-report"]
 
 
 def torchrun(*args: str, nproc: int = 2) -> list[str]:
@@ -59,10 +65,6 @@ def run(cmd: list[str], *, ok: bool = True, timeout: int = 300) -> subprocess.Co
     return proc
 
 
-def spnas(*args: str) -> list[str]:
-    return [sys.executable, "-m", "spnas", *args]
-
-
 # --- equivalence: 2 ranks at B/2 == 1 process at B -------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -77,6 +79,8 @@ def _load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("ddp-equivalence")
 @pytest.mark.parametrize("mode", ["single-path", "uniform"])
 def test_two_ranks_at_half_batch_train_as_one_process_at_full_batch(trained, mode):
     one = _load(trained / f"{mode}-1-rank0.pt")
@@ -155,11 +159,12 @@ def test_from_env_without_a_launcher_is_one_process(monkeypatch):
 def ddp_search(tmp_path_factory):
     """An uninterrupted 2-process single-path search (its supernet.pt serves the sampling tests)."""
     out = tmp_path_factory.mktemp("ddp-search") / "full"
-    proc = run(torchrun("-m", "spnas", "search", *BASE, "--epochs", "3", "--batch-size", "64", "--out", str(out),
-                        "--no-report"))
+    proc = run(torchrun("-m", "spnas", *SEARCH, "--out", str(out)))
     return out, proc
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("ddp-search")
 def test_torchrun_search_writes_one_run_directory(ddp_search):
     out, proc = ddp_search
     assert proc.stdout.count("architecture: ") == 1  # rank 0 alone reports
@@ -168,18 +173,19 @@ def test_torchrun_search_writes_one_run_directory(ddp_search):
     assert config["processes"] == 2 and config["backend"] == "gloo"
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if "ce" in r]
-    # digits: 1437 training images at batch 64 (32 per rank) -> 22 steps an epoch, each logged once
-    assert steps == list(range(1, 3 * 22 + 1))
+    # digits: 1437 training images at batch 128 (64 per rank) -> 11 steps an epoch, each logged once
+    assert steps == list(range(1, 3 * 11 + 1))
     epochs = [r for r in records if "val_accuracy" in r]
     assert [e["epoch"] for e in epochs] == [1, 2, 3] and epochs[-1]["arch"] == result["arch"]
     assert (out / "supernet.pt").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("ddp-search")
 def test_torchrun_search_killed_and_resumed_ends_as_uninterrupted(ddp_search, tmp_path):
     full, _ = ddp_search
     killed = tmp_path / "killed"
-    args = torchrun("-m", "spnas", "search", *BASE, "--epochs", "3", "--batch-size", "64", "--out", str(killed),
-                    "--no-report")
+    args = torchrun("-m", "spnas", *SEARCH, "--out", str(killed))
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     deadline = time.time() + 240
     while not (killed / "checkpoint.pt").exists() and proc.poll() is None and time.time() < deadline:
@@ -194,8 +200,7 @@ def test_torchrun_search_killed_and_resumed_ends_as_uninterrupted(ddp_search, tm
     proc.wait()
     _wait_gone(ranks)
     assert not (killed / "result.yaml").exists(), "the run finished before it could be killed"
-    run(torchrun("-m", "spnas", "search", *BASE, "--epochs", "3", "--batch-size", "64", "--out", str(killed),
-                 "--no-report", "--resume"))
+    run(torchrun("-m", "spnas", *SEARCH, "--out", str(killed), "--resume"))
     a, b = (yaml.safe_load((d / "result.yaml").read_text()) for d in (full, killed))
     assert a["arch"] == b["arch"]
     sa, sb = (_load(d / "supernet.pt")["model"] for d in (full, killed))
@@ -230,6 +235,8 @@ def _wait_gone(pids: list[int], timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("ddp-search")
 @pytest.mark.parametrize("strategy,options", [
     ("random", ["--evaluations", "7"]),
     ("evolution", ["--population", "4", "--mutations", "2", "--crossovers", "1", "--generations", "3"]),
@@ -241,7 +248,13 @@ def test_sharded_evaluation_finds_what_one_process_finds(ddp_search, tmp_path, s
     supernet = str(ddp_search[0] / "supernet.pt")
     common = ["search", "--strategy", strategy, *BASE, "--supernet", supernet, "--bn-batches", "2", *options,
               "--no-report"]
-    run(spnas(*common, "--out", str(tmp_path / "one")))
+    # the one process is this one (one torch thread, as every rank has): no interpreter to start
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
     run(torchrun("-m", "spnas", *common, "--out", str(tmp_path / "two")))
     logs = {}
     for name in ("one", "two"):
@@ -252,6 +265,7 @@ def test_sharded_evaluation_finds_what_one_process_finds(ddp_search, tmp_path, s
     assert two["processes"] == 2
 
 
+@pytest.mark.slow
 def test_a_user_error_under_torchrun_is_one_line_from_rank_0(tmp_path):
     proc = run(torchrun("-m", "spnas", "search", *BASE, "--epochs", "1", "--batch-size", "63",
                         "--out", str(tmp_path / "x")), ok=False)
@@ -275,8 +289,6 @@ def test_one_process_keeps_the_data_order_of_a_shuffling_loader():
 
 
 def test_negative_loader_workers_is_a_one_line_error(capsys):
-    from spnas.cli.main import main
-
     assert main(["search", *BASE, "--loader-workers", "-1", "--out", "unused"]) == 2
     assert capsys.readouterr().err == "spnas: error: --loader-workers -1 is not allowed; use >= 0\n"
     assert not Path("unused").exists()

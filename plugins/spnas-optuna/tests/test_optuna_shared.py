@@ -199,6 +199,7 @@ def test_opening_a_storage_is_tried_again_after_a_database_error(monkeypatch):
 EVALUATIONS = 9  # per process: 18 of the 20 architectures
 
 
+@pytest.mark.slow
 def test_two_processes_at_the_same_time_never_evaluate_an_architecture_twice(tmp_path):
     """Two ``spnas search --strategy optuna-tpe`` processes started together on one new SQLite study.
 

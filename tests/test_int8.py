@@ -23,7 +23,6 @@ INT8_TOLERANCE = 0.03
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("int8") / "train"
     return spnas.train(ARCH, "tiny", data="digits", out=out, epochs=3, report=False)
 

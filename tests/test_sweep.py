@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 import spnas
@@ -17,14 +16,6 @@ from spnas.core.runs import RunDir
 
 TARGETS = ["30%", "60%"]
 OPTIONS = {"epochs": 3, "warmup_epochs": 2, "batch_size": 64}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _sweep(out: Path, resume: bool = False):
@@ -46,7 +37,6 @@ def _result(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("sweep") / "straight"
     return _sweep(out)
 

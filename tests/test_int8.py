@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
 import spnas
 from spnas.cli.main import main

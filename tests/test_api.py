@@ -29,6 +29,7 @@ def _python_blocks(markdown: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
 
 
+@pytest.mark.slow
 def test_the_api_page_runs(tmp_path, monkeypatch, capsys):
     """Every example of docs/api.md, in order, in one namespace (the page's own asserts included)."""
     monkeypatch.chdir(tmp_path)

@@ -24,6 +24,8 @@ from spnas.cli.main import main
 from spnas.space.graph import SpaceGraph
 from spnas.core.runs import load_checkpoint
 
+pytestmark = pytest.mark.slow  # each test kills and resumes real processes: handed out first
+
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "SPNAS_DISABLE_PLUGIN_AUTOLOAD": "1"}
 BASE = ["--space", "tiny", "--device", "flops", "--quiet", "--batch-size", "128", "--seed", "5"]
 CASES = {
@@ -51,6 +53,18 @@ def _run(case: str, out, *extra: str) -> subprocess.CompletedProcess:
     return proc
 
 
+def _run_here(case: str, out) -> None:
+    """The uninterrupted run: main() in this process, with one torch thread as the others."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(_args(case, out)[3:]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _final(out) -> str:
     return yaml.safe_load((out / "result.yaml").read_text())["arch"]
 
@@ -58,7 +72,7 @@ def _final(out) -> str:
 @pytest.mark.parametrize("case", list(CASES))
 def test_kill_9_then_resume_gives_the_uninterrupted_result(tmp_path, case):
     full = tmp_path / "full"
-    _run(case, full)
+    _run_here(case, full)
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_args(case, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     try:

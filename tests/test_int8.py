@@ -74,6 +74,7 @@ def test_quantize_is_refused_where_it_does_not_apply(tmp_path):
         TFLiteDevice(quantize="int4")
 
 
+@pytest.mark.slow
 def test_int8_table_orders_networks_as_measured_int8_networks(tmp_path):
     """Every layer model and every whole network quantized the same way: the int8 table's
     predictions order three networks far apart in cost as their measured int8 times do."""

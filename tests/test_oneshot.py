@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -83,9 +81,24 @@ def test_supernet_file_is_checked_against_the_space(tmp_path):
         load_supernet(tmp_path / "missing.pt", space)
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "spnas", "search", "--space", "tiny", "--device", "flops", "--quiet", *args],
-                          capture_output=True, text=True, timeout=600)
+@pytest.fixture
+def _cli(capsys):
+    """``spnas search ...`` through the command line's main() in this process (one torch thread):
+    its exit status, stdout and stderr, as a process would give them."""
+    from types import SimpleNamespace
+
+    from spnas.cli.main import main
+
+    def run(*args):
+        capsys.readouterr()
+        try:
+            code = main(["search", "--space", "tiny", "--device", "flops", "--quiet", *args])
+        except SystemExit as exit:  # argparse's usage errors
+            code = exit.code
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run
 
 
 @pytest.mark.parametrize("strategy,extra", [
@@ -93,7 +106,7 @@ def _cli(*args):
     ("evolution", ["--population", "3", "--mutations", "1", "--crossovers", "1", "--generations", "2"]),
     ("rl", ["--evaluations", "5", "--target", "0.7"]),
 ])
-def test_each_sampling_strategy_from_the_cli(tmp_path, strategy, extra):
+def test_each_sampling_strategy_from_the_cli(_cli, tmp_path, strategy, extra):
     out = tmp_path / "run"
     proc = _cli("--strategy", strategy, "--epochs", "1", "--bn-batches", "2", "--out", str(out), *extra)
     assert proc.returncode == 0, proc.stderr
@@ -111,7 +124,7 @@ def test_each_sampling_strategy_from_the_cli(tmp_path, strategy, extra):
     assert (out / "supernet.pt").is_file()
 
 
-def test_a_single_path_supernet_is_reused_by_evolution(tmp_path):
+def test_a_single_path_supernet_is_reused_by_evolution(_cli, tmp_path):
     sp = tmp_path / "sp"
     proc = _cli("--strategy", "single-path", "--epochs", "1", "--bn-batches", "2", "--out", str(sp))
     assert proc.returncode == 0, proc.stderr
@@ -124,7 +137,7 @@ def test_a_single_path_supernet_is_reused_by_evolution(tmp_path):
     assert yaml.safe_load((evo / "result.yaml").read_text())["supernet"] == str(sp / "supernet.pt")
 
 
-def test_sampling_cli_user_errors(tmp_path):
+def test_sampling_cli_user_errors(_cli, tmp_path):
     proc = _cli("--strategy", "random", "--latency-window", "50", "60")
     assert proc.returncode == 2 and "cannot be met: architectures of tiny reach" in proc.stderr
     proc = _cli("--strategy", "random", "--threshold-lr", "0.1")

@@ -198,6 +198,7 @@ def test_the_plugin_guide_examples_work():
     assert driver.result(trials).accuracy > max(t.accuracy for t in evaluated[:10])
 
 
+@pytest.mark.slow
 def test_the_optuna_plugin_installs_with_pip_and_runs_from_the_cli(tmp_path):
     """A third-party package for real: pip builds and installs plugins/spnas-optuna (without
     dependencies, offline), spnas finds it through its entry point, and a search runs."""

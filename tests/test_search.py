@@ -14,6 +14,8 @@ from spnas.space.graph import SpaceGraph
 from spnas.core.runs import load_checkpoint
 
 FAST = ["--space", "tiny", "--device", "flops", "--epochs", "3", "--batch-size", "128", "--quiet"]
+#: tests of where the search lands: 1 warm-up epoch and 1 with the runtime term (as FAST's 2 + 1)
+LANDING = ["--epochs", "2"]
 
 
 def _search(tmp_path, name, *extra):
@@ -22,9 +24,15 @@ def _search(tmp_path, name, *extra):
     return out, yaml.safe_load((out / "result.yaml").read_text())
 
 
-def test_run_directory_and_result(tmp_path):
+@pytest.fixture(scope="module")
+def seed0(tmp_path_factory):
+    """One search with the default seed (0), shared by the tests that need one."""
     torch.set_num_threads(1)
-    out, result = _search(tmp_path, "run")
+    return _search(tmp_path_factory.mktemp("seed0"), "run")
+
+
+def test_run_directory_and_result(seed0):
+    out, result = seed0
     assert {p.name for p in out.iterdir()} >= {"config.yaml", "log.jsonl", "checkpoint.pt", "result.yaml"}
     space = SpaceGraph.load("tiny")
     arch = space.parse(result["arch"])
@@ -41,18 +49,18 @@ def test_run_directory_and_result(tmp_path):
     assert ckpt["state"]["epoch"] == 3
 
 
-def test_same_seed_same_result(tmp_path):
+def test_same_seed_same_result(seed0, tmp_path):
     torch.set_num_threads(1)
-    _, a = _search(tmp_path, "a", "--seed", "3")
-    _, b = _search(tmp_path, "b", "--seed", "3")
+    first, a = seed0
+    _, b = _search(tmp_path, "b", "--seed", "0")
     assert a["arch"] == b["arch"] and a["supernet_val_accuracy"] == b["supernet_val_accuracy"]
-    la = (tmp_path / "a" / "log.jsonl").read_text()
+    la = (first / "log.jsonl").read_text()
     assert la == (tmp_path / "b" / "log.jsonl").read_text()
 
 
-def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path, monkeypatch):
+def test_resume_after_interruption_gives_the_uninterrupted_result(seed0, tmp_path, monkeypatch):
     torch.set_num_threads(1)
-    _, full = _search(tmp_path, "full", "--seed", "1")
+    full_dir, full = seed0
     from spnas.core.runs import RunDir
 
     original = RunDir.save_checkpoint
@@ -66,22 +74,22 @@ def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path, monk
 
     monkeypatch.setattr(RunDir, "save_checkpoint", crash_after_first_epoch)
     out = tmp_path / "resumed"
-    assert main(["search", *FAST, "--out", str(out), "--seed", "1"]) == 130
+    assert main(["search", *FAST, "--out", str(out), "--seed", "0"]) == 130
     assert not (out / "result.yaml").exists()
     assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
     monkeypatch.setattr(RunDir, "save_checkpoint", original)
-    assert main(["search", *FAST, "--out", str(out), "--seed", "1"]) == 2  # refuses to overwrite
-    assert main(["search", *FAST, "--out", str(out), "--seed", "1", "--resume"]) == 0
+    assert main(["search", *FAST, "--out", str(out), "--seed", "0"]) == 2  # refuses to overwrite
+    assert main(["search", *FAST, "--out", str(out), "--seed", "0", "--resume"]) == 0
     resumed = yaml.safe_load((out / "result.yaml").read_text())
     assert resumed["arch"] == full["arch"]
     assert resumed["supernet_val_accuracy"] == full["supernet_val_accuracy"]
-    assert (out / "log.jsonl").read_text() == (tmp_path / "full" / "log.jsonl").read_text()
+    assert (out / "log.jsonl").read_text() == (full_dir / "log.jsonl").read_text()
 
 
 @pytest.mark.parametrize("target", [0.6, 0.9])
 def test_target_mode_lands_in_the_window(tmp_path, target):
     torch.set_num_threads(1)
-    _, result = _search(tmp_path, f"t{target}", "--target", str(target))
+    _, result = _search(tmp_path, f"t{target}", "--target", str(target), *LANDING)
     assert 0.95 * target <= result["predicted_latency"] <= target
     assert result["target"] == target
 
@@ -89,8 +97,8 @@ def test_target_mode_lands_in_the_window(tmp_path, target):
 def test_lambda_trades_cost_for_accuracy(tmp_path):
     """A larger lambda never gives a costlier network (same seed, same data)."""
     torch.set_num_threads(1)
-    _, low = _search(tmp_path, "low", "--lambda", "0")
-    _, high = _search(tmp_path, "high", "--lambda", "0.05")
+    _, low = _search(tmp_path, "low", "--lambda", "0", *LANDING)
+    _, high = _search(tmp_path, "high", "--lambda", "0.05", *LANDING)
     assert high["predicted_latency"] < low["predicted_latency"]
 
 

@@ -140,33 +140,32 @@ def test_train_takes_a_sweep_and_trains_every_point_with_one_recipe(straight, tm
     assert {p: p.stat().st_mtime_ns for p in out.glob("target-*/model.pt")} == before
 
 
-def test_compare_at_several_targets_shares_supernets_and_warm_ups(tmp_path, capsys):
+@pytest.mark.slow
+def test_compare_at_several_targets_shares_supernets_and_warm_ups(straight, tmp_path, capsys):
     """``spnas compare --targets``: each seed's uniform supernet trained once, single-path's warm-up
-    trained once and forked into every target's search (so its points are the sweep's), and a
-    report of each strategy's front."""
+    trained once and forked into every target's search (so its points are the sweep's with the
+    same options), and a report of each strategy's front."""
     out = tmp_path / "cmp"
-    argv = ["compare", "--strategies", "single-path,random", "--targets", "40%,70%", "--space", "tiny", "--device",
-            "flops", "--supernet-epochs", "2", "--evaluations", "3", "--train-epochs", "1", "--batch-size", "128",
-            "--no-measure", "--quiet", "--out", str(out)]
+    argv = ["compare", "--strategies", "single-path,random", "--targets", ",".join(TARGETS), "--space", "tiny",
+            "--device", "flops", "--supernet-epochs", str(OPTIONS["epochs"]), "--evaluations", "3",
+            "--train-epochs", "1", "--batch-size", "128", "--no-measure", "--quiet", "--out", str(out)]
     assert main(argv) == 0
     front = yaml.safe_load((out / "compare-front.yaml").read_text())
     assert [(a["target_spec"], a["strategy"]) for a in front["aggregate"]] == [
-        ("40%", "single-path"), ("40%", "random"), ("70%", "single-path"), ("70%", "random")]
+        ("30%", "single-path"), ("30%", "random"), ("60%", "single-path"), ("60%", "random")]
     # one uniform supernet per seed, shared: the second target's random search used the first's
-    assert (out / "target-40pct" / "supernet" / "supernet.pt").is_file()
-    assert not (out / "target-70pct" / "supernet").exists()
-    used = yaml.safe_load((out / "target-70pct" / "search-random" / "result.yaml").read_text())["supernet"]
-    assert Path(used) == out / "target-40pct" / "supernet" / "supernet.pt"
-    # one warm-up per seed, forked: the single-path points are the sweep's with the same options
+    assert (out / "target-30pct" / "supernet" / "supernet.pt").is_file()
+    assert not (out / "target-60pct" / "supernet").exists()
+    used = yaml.safe_load((out / "target-60pct" / "search-random" / "result.yaml").read_text())["supernet"]
+    assert Path(used) == out / "target-30pct" / "supernet" / "supernet.pt"
+    # one warm-up per seed, forked: the single-path points are the sweep's (same epochs, warm-up, seed)
     assert (out / "warmup" / "single-path-seed-0" / "fork.yaml").is_file()
-    sweep = spnas.search(space="tiny", device="flops", targets=["40%", "70%"], epochs=2, out=tmp_path / "sweep",
-                         report=False)
-    for spec, point in zip(["40pct", "70pct"], sweep.points):
-        found = yaml.safe_load((out / f"target-{spec}" / "search-single-path" / "result.yaml").read_text())
+    for point in straight.points:
+        found = yaml.safe_load((out / point["run"] / "search-single-path" / "result.yaml").read_text())
         assert (found["arch"], found["predicted_latency"], found["supernet_val_accuracy"]) == (
             point["arch"], point["predicted_latency"], point["supernet_val_accuracy"])
     report = (out / "report.md").read_text()
-    assert "# Strategy fronts on tiny" in report and "| strategy | 40% | 70% |" in report
-    assert (out / "plots" / "front.png").is_file() and (out / "target-70pct" / "report.md").is_file()
+    assert "# Strategy fronts on tiny" in report and "| strategy | 30% | 60% |" in report
+    assert (out / "plots" / "front.png").is_file() and (out / "target-60pct" / "report.md").is_file()
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0 and (out / "report.md").read_text() == report

@@ -118,7 +118,7 @@ def test_train_takes_a_search_result(tmp_path):
     assert main(["search", "--space", "tiny", "--device", "flops", "--epochs", "1", "--batch-size", "128",
                  "--quiet", "--out", str(search)]) == 0
     found = yaml.safe_load((search / "result.yaml").read_text())["arch"]
-    out, result = _train(tmp_path, "from-result", arch=str(search / "result.yaml"))
+    out, result = _train(tmp_path, "from-result", "--epochs", "1", arch=str(search / "result.yaml"))
     assert result["arch"] == found and result["space"] == "tiny"
     out2 = tmp_path / "from-dir"
     assert main(["train", str(search), "--epochs", "1", "--quiet", "--out", str(out2)]) == 0  # space from config

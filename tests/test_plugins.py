@@ -151,6 +151,7 @@ def test_a_hook_with_a_wrong_signature_is_a_broken_plugin(monkeypatch):
 def test_spnas_plugins_command_runs():
     proc = subprocess.run([sys.executable, "-m", "spnas", "plugins"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "strategy single-path" in proc.stdout
+    assert "    checkpoint spnas-single-path-v1" in proc.stdout  # the checkpoint formats, readable
 
 
 def _doc_blocks(marker: str) -> str:

@@ -252,7 +252,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             continue
         print(f"{info.name} ({origin})")
         for kind, name in info.registered:
-            print(f"    {kind:<9}{name}")
+            print(f"    {kind + ' ':<9}{name}")  # at least one space: 'checkpoint' is 10 letters
     if not autoload_enabled():
         print("(entry-point plugins not loaded: SPNAS_DISABLE_PLUGIN_AUTOLOAD is set)")
     return 0
@@ -314,7 +314,7 @@ def build_parser(strategy_cls: type | None = None) -> argparse.ArgumentParser:
     from spnas.cli.train import add_train_parsers
 
     add_train_parsers(sub)
-    sub.add_parser("plugins", help="registered strategies, devices, spaces, data sets").set_defaults(func=cmd_plugins)
+    sub.add_parser("plugins", help="registered strategies, devices, spaces, data sets, checkpoint formats").set_defaults(func=cmd_plugins)
     return parser
 
 
